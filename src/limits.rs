@@ -1,0 +1,100 @@
+//! Every bound petrel enforces, as a named constant with its reason, gathered in
+//! [`Limits`] so that each can be overridden from the command line.
+
+use std::time::Duration;
+
+/// Chains of this many certificates or more are refused (albatross: "certificate chain
+/// too long" at 10).
+pub const MAX_CHAIN_LEN: usize = 10;
+
+/// Largest TLS Certificate message accepted (OpenSSL's `max_cert_list`). albatross-client
+/// embeds the compressed unikernel image in the leaf, so this must hold real images;
+/// albatross-client itself refuses certificates over 2^24 octets.
+pub const MAX_CHAIN_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest single frame (a `Wire` message or one raw data chunk). albatross has no limit
+/// (Note W4); albatross-client sends chunks of at most 4096 octets, other front-ends use
+/// larger ones, so 1 MiB leaves ample room while bounding what one read allocates.
+pub const MAX_FRAME_SIZE: usize = 1024 * 1024;
+
+/// Largest unikernel image accepted, streamed or embedded, before and after zlib
+/// inflation. Typical solo5 images are 2–30 MB.
+pub const MAX_IMAGE_SIZE: u64 = 512 * 1024 * 1024;
+
+/// Largest CRL accepted (upload stream or operator file).
+pub const MAX_CRL_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Open connections at once; further connections are closed right after accept.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// TLS handshakes in progress at once. A handshake may buffer a certificate chain of up
+/// to [`MAX_CHAIN_SIZE`], so this bounds what unauthenticated peers can make us hold.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// Time a peer has to complete the TLS handshake (a 2 MiB chain over a 1 Mbit/s link
+/// takes about 17 s).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time allowed between two frames or chunks of a stream before the connection is
+/// dropped with a failure.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Console history kept per unikernel, in lines (albatross: 1024).
+pub const CONSOLE_LINES: usize = 1024;
+
+/// Largest console `count` honoured; larger requests are clamped (spec E8).
+pub const MAX_CONSOLE_COUNT: i64 = 1024;
+
+/// Console subscribers per unikernel (albatross `--max-subscribers` default: 5).
+pub const MAX_CONSOLE_SUBSCRIBERS: usize = 5;
+
+/// Time a tender has to exit after SIGTERM before it is killed with SIGKILL.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// All limits, with their defaults above; the endpoint's flags override them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// See [`MAX_CHAIN_LEN`].
+    pub max_chain_len: usize,
+    /// See [`MAX_CHAIN_SIZE`].
+    pub max_chain_size: usize,
+    /// See [`MAX_FRAME_SIZE`].
+    pub max_frame_size: usize,
+    /// See [`MAX_IMAGE_SIZE`].
+    pub max_image_size: u64,
+    /// See [`MAX_CRL_SIZE`].
+    pub max_crl_size: u64,
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`MAX_HANDSHAKES`].
+    pub max_handshakes: usize,
+    /// See [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`CONSOLE_LINES`].
+    pub console_lines: usize,
+    /// See [`MAX_CONSOLE_SUBSCRIBERS`].
+    pub max_console_subscribers: usize,
+    /// See [`STOP_TIMEOUT`].
+    pub stop_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_chain_len: MAX_CHAIN_LEN,
+            max_chain_size: MAX_CHAIN_SIZE,
+            max_frame_size: MAX_FRAME_SIZE,
+            max_image_size: MAX_IMAGE_SIZE,
+            max_crl_size: MAX_CRL_SIZE,
+            max_connections: MAX_CONNECTIONS,
+            max_handshakes: MAX_HANDSHAKES,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            console_lines: CONSOLE_LINES,
+            max_console_subscribers: MAX_CONSOLE_SUBSCRIBERS,
+            stop_timeout: STOP_TIMEOUT,
+        }
+    }
+}
