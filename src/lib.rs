@@ -15,3 +15,4 @@
 pub mod limits;
 pub mod name;
 pub mod policy;
+pub mod store;
