@@ -505,7 +505,7 @@ pub fn read_image_bytes(image: &[u8]) -> Result<Solo5Image, ManifestError> {
 /// Reads the solo5 notes of an image: the ELF header, the program headers and the first
 /// note of each `PT_NOTE` segment until both solo5 notes are found.
 pub fn read_image<R: Read + Seek>(image: &mut R) -> Result<Solo5Image, ManifestError> {
-    let header = read_at(image, 0, ELF_HEADER_SIZE, "ELF header")?;
+    let header = read_up_to(image, ELF_HEADER_SIZE)?;
     let header = ElfHeader::parse(&header)?;
     let table_size = usize::from(header.phnum).saturating_mul(PROGRAM_HEADER_SIZE);
     let table = read_at(image, header.phoff, table_size, "program header table")?;
@@ -658,7 +658,7 @@ pub fn build_test_image_for(
     out.extend_from_slice(&2u16.to_le_bytes()); // e_phnum
     out.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
     // Program headers.
-    for (offset, size, align) in [(abi_offset, abi_size, 4u64), (mft_offset, mft_size, 8)] {
+    for (offset, size, align) in [(abi_offset, abi_size, 4u64), (mft_offset, mft_size, 4)] {
         out.extend_from_slice(&PT_NOTE.to_le_bytes());
         out.extend_from_slice(&4u32.to_le_bytes()); // PF_R
         out.extend_from_slice(&u64_of(offset).to_le_bytes());
@@ -713,14 +713,18 @@ struct ElfHeader {
 impl ElfHeader {
     fn parse(h: &[u8]) -> Result<Self, ManifestError> {
         let short = || ManifestError::Truncated("ELF header");
-        if h.get(0..4) != Some(&ELF_MAGIC[..]) {
+        // Identify what is there before complaining that it is short.
+        if !h.iter().zip(ELF_MAGIC).all(|(a, b)| a == b) {
             return Err(ManifestError::NotElf);
         }
-        if h.get(4) != Some(&ELFCLASS64) {
+        if h.get(4).is_some_and(|&class| class != ELFCLASS64) {
             return Err(ManifestError::NotElf64);
         }
-        if h.get(5) != Some(&ELFDATA2LSB) {
+        if h.get(5).is_some_and(|&data| data != ELFDATA2LSB) {
             return Err(ManifestError::NotLittleEndian);
+        }
+        if h.len() < ELF_HEADER_SIZE {
+            return Err(short());
         }
         let ident_version = h.get(6).copied().ok_or_else(short)?;
         if ident_version != 1 {
@@ -862,6 +866,14 @@ fn read_at<R: Read + Seek>(
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ManifestError::Truncated(what)),
         Err(e) => Err(ManifestError::Io(e)),
     }
+}
+
+/// Reads the first `len` octets, or the whole image if it is shorter.
+fn read_up_to<R: Read + Seek>(image: &mut R, len: usize) -> Result<Vec<u8>, ManifestError> {
+    image.seek(SeekFrom::Start(0))?;
+    let mut buf = Vec::with_capacity(len);
+    image.take(u64_of(len)).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 fn add(offset: u64, delta: usize) -> Result<u64, ManifestError> {
