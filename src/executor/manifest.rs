@@ -197,6 +197,12 @@ pub enum ManifestError {
         max = MFT_NAME_MAX
     )]
     DeviceName(u32),
+    /// A device name given outside a manifest does not follow the solo5 rule.
+    #[error(
+        "invalid solo5 device name {0:?} (1 to {max} ASCII alphanumeric characters)",
+        max = MFT_NAME_MAX
+    )]
+    InvalidDeviceName(String),
     /// An entry has a type other than block-basic or net-basic.
     #[error("solo5 manifest entry {index}: unknown device type {value}")]
     DeviceType {
@@ -396,12 +402,20 @@ pub struct Device {
 }
 
 impl Device {
-    /// A block-basic device; panics on an invalid name (for tests and fixtures).
+    /// A block-basic device, for tests and fixtures.
+    ///
+    /// # Panics
+    /// On a name that is not a valid [`DeviceName`]; use [`DeviceName::parse`] for
+    /// names from untrusted input.
     pub fn block(name: &str) -> Self {
         Self::of_kind(name, DeviceKind::BlockBasic)
     }
 
-    /// A net-basic device; panics on an invalid name (for tests and fixtures).
+    /// A net-basic device, for tests and fixtures.
+    ///
+    /// # Panics
+    /// On a name that is not a valid [`DeviceName`]; use [`DeviceName::parse`] for
+    /// names from untrusted input.
     pub fn net(name: &str) -> Self {
         Self::of_kind(name, DeviceKind::NetBasic)
     }
@@ -448,13 +462,12 @@ impl DeviceKind {
 pub struct DeviceName(String);
 
 impl DeviceName {
-    /// Checks the solo5 rule; the error names entry 0 (callers outside a manifest use
-    /// [`DeviceName::is_valid`] for their own message).
+    /// Checks the solo5 rule.
     pub fn parse(name: &str) -> Result<Self, ManifestError> {
         if Self::is_valid(name.as_bytes()) {
             Ok(Self(name.to_owned()))
         } else {
-            Err(ManifestError::DeviceName(0))
+            Err(ManifestError::InvalidDeviceName(name.to_owned()))
         }
     }
 
@@ -959,7 +972,12 @@ mod tests {
         assert!(DeviceName::parse("service0").is_ok());
         assert!(DeviceName::parse(&"a".repeat(67)).is_ok());
         for bad in ["", "a-b", "a.b", "a b", "é", &"a".repeat(68)] {
-            assert!(DeviceName::parse(bad).is_err(), "{bad:?}");
+            assert_eq!(
+                DeviceName::parse(bad).unwrap_err().to_string(),
+                format!(
+                    "invalid solo5 device name {bad:?} (1 to 67 ASCII alphanumeric characters)"
+                )
+            );
         }
     }
 

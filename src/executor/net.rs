@@ -497,7 +497,10 @@ struct FakeState {
 }
 
 impl FakeNetwork {
-    /// A fake with these bridges; panics on an invalid bridge name (for tests).
+    /// A fake with these bridges.
+    ///
+    /// # Panics
+    /// On an invalid bridge name.
     pub fn with_bridges(bridges: &[&str]) -> Self {
         let fake = Self::default();
         for bridge in bridges {
@@ -506,7 +509,10 @@ impl FakeNetwork {
         fake
     }
 
-    /// Makes `bridge` exist; panics on an invalid name (for tests).
+    /// Makes `bridge` exist.
+    ///
+    /// # Panics
+    /// On an invalid bridge name.
     #[allow(clippy::expect_used)]
     pub fn add_bridge(&self, bridge: &str) {
         let bridge = InterfaceName::parse(bridge).expect("valid bridge name");
