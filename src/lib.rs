@@ -14,4 +14,5 @@
 
 pub mod limits;
 pub mod name;
+pub mod pki;
 pub mod policy;
