@@ -76,6 +76,9 @@ const TBS_ISSUER: usize = 3;
 const TBS_SUBJECT: usize = 5;
 const TBS_SPKI: usize = 6;
 
+/// The empty Name (an empty RDNSequence).
+const EMPTY_NAME: &[u8] = &[0x30, 0x00];
+
 /// A certificate profile of `spec/tls-endpoint.md` §4: fixes the extensions and the
 /// default validity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -548,8 +551,18 @@ fn build(
     params.not_before = template.validity.not_before()?;
     params.not_after = template.validity.not_after()?;
     params.serial_number = Some(rcgen::SerialNumber::from_slice(template.serial.as_bytes()));
-    // Name and key are put in after rcgen's layout (see the module docs of `pki`).
-    params.distinguished_name = rcgen::DistinguishedName::new();
+    let subject = match template.subject {
+        Subject::CommonName(cn) => common_name_der(cn)?,
+        Subject::Der(name) => name.to_vec(),
+    };
+    // Name and key are put in after rcgen's layout (see the module docs of `pki`). rcgen
+    // marks subjectAltName critical for an empty subject (RFC 5280 §4.2.1.6), so the
+    // stand-in subject is empty exactly when the real one is.
+    let mut stand_in = rcgen::DistinguishedName::new();
+    if subject != EMPTY_NAME {
+        stand_in.push(rcgen::DnType::CommonName, "stand-in");
+    }
+    params.distinguished_name = stand_in;
     params.is_ca = rcgen::IsCa::NoCa;
     params.subject_alt_names = template
         .alt_names
@@ -594,10 +607,6 @@ fn build(
         .signed_by(&signer.unsigned(), &issuer)
         .map_err(|e| PkiError::build("certificate", e))?;
 
-    let subject = match template.subject {
-        Subject::CommonName(cn) => common_name_der(cn)?,
-        Subject::Der(name) => name.to_vec(),
-    };
     let edits = [
         (TBS_ISSUER, Some(issuer_name)),
         (TBS_SUBJECT, Some(subject.as_slice())),
