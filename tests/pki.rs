@@ -1136,7 +1136,13 @@ fn openssl_gencrl(dir: &Path, revoke: Option<&str>, sigopt: &[&str]) -> Vec<u8> 
 
 #[test]
 fn crls_made_by_openssl_parse_and_validate() {
-    let cases: [(&[&str], &[&str], &str); 4] = [
+    let cases: [(&[&str], &[&str], &str); 5] = [
+        // OpenSSL's default PSS salt is as long as possible (ring cannot verify that).
+        (
+            &["-newkey", "rsa:3072"],
+            &["-sigopt", "rsa_padding_mode:pss", "-md", "sha384"],
+            "rsassaPss",
+        ),
         (&["-newkey", "rsa:2048"], &[], "sha256WithRSAEncryption"),
         (
             &["-newkey", "rsa:2048"],
@@ -1241,6 +1247,23 @@ fn openssl_crl_without_number_is_refused() {
     let error = validate(&parsed, issuer.facts(), parsed.this_update()).unwrap_err();
     assert_eq!(error, CrlError::NoCrlNumber);
     assert_eq!(error.to_string(), "CRL without CRL number");
+}
+
+#[test]
+fn sha1_crls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path(), "utf8only", &["-newkey", "rsa:2048"], None);
+    let issuer = openssl_issuer(dir.path());
+    let parsed = ParsedCrl::parse(&openssl_gencrl(dir.path(), None, &["-md", "sha1"])).unwrap();
+    let error = validate(&parsed, issuer.facts(), parsed.this_update()).unwrap_err();
+    assert_eq!(
+        error,
+        CrlError::UnsupportedSignatureAlgorithm("sha1WithRSAEncryption".into())
+    );
+    assert_eq!(
+        error.to_string(),
+        "unsupported CRL signature algorithm sha1WithRSAEncryption"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
-use x509_parser::error::X509Error;
 use x509_parser::extensions::{ParsedExtension, X509Extension};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
@@ -33,6 +32,7 @@ use super::facts::{
     CertificateFacts, DistinguishedName, ExtensionInfo, MAX_EXTENSIONS, SignatureAlgorithm,
     extension_info,
 };
+use super::verify::{SignatureError, verify_signature};
 use super::{PEM_EXPANSION, PemProblem, PkiError, der, pem_or_der, rfc3339, sign_edited};
 use crate::limits::MAX_CRL_SIZE;
 
@@ -97,7 +97,8 @@ pub enum CrlError {
     /// The signature does not verify with the CA's key.
     #[error("CRL signature verification failed")]
     BadSignature,
-    /// The signature algorithm is not supported (SHA-1, P-521, unknown).
+    /// The signature algorithm is not supported (SHA-1, P-521, unknown, RSA keys outside
+    /// 2048–8192 bits).
     #[error("unsupported CRL signature algorithm {0}")]
     UnsupportedSignatureAlgorithm(String),
     /// No CRL number extension (petrel needs it against replays).
@@ -647,7 +648,7 @@ impl Deref for ValidatedCrl {
 /// uses [`super::CRL_CLOCK_SKEW`]) for a thisUpdate in the future. Checks, in this
 /// order: the issuer name equals the CA's subject byte for byte; the CA may sign CRLs
 /// (keyUsage, if present, has cRLSign); the signature verifies with the CA's key
-/// (Ed25519, ECDSA P-256/P-384, RSA PKCS#1 v1.5 or PSS with SHA-2); the CRL has a CRL
+/// (Ed25519, ECDSA P-256/P-384, RSA PKCS#1 v1.5 or PSS with SHA-2, any salt length); the CRL has a CRL
 /// number; thisUpdate ≤ now + skew; nextUpdate, if any, ≥ now.
 pub fn validate_crl(
     crl: ParsedCrl,
@@ -683,23 +684,22 @@ fn check_issuer_and_signature(crl: &ParsedCrl, issuer: &CertificateFacts) -> Res
     if issuer.key_usage.is_some_and(|ku| !ku.crl_sign()) {
         return Err(CrlError::NotCrlSigner(issuer.subject.text().to_owned()));
     }
-    let unsupported =
-        || CrlError::UnsupportedSignatureAlgorithm(crl.signature_algorithm.to_string());
-    if matches!(
-        crl.signature_algorithm,
-        SignatureAlgorithm::RsaPkcs1Sha1 | SignatureAlgorithm::Other(_)
-    ) {
-        return Err(unsupported());
-    }
     let (_, parsed) = CertificateRevocationList::from_der(&crl.der)
         .map_err(|e| CrlError::Malformed(e.to_string()))?;
     let (_, spki) = SubjectPublicKeyInfo::from_der(issuer.public_key.spki_der())
         .map_err(|_| CrlError::BadSignature)?;
-    match parsed.verify_signature(&spki) {
-        Ok(()) => Ok(()),
-        Err(X509Error::SignatureUnsupportedAlgorithm) => Err(unsupported()),
-        Err(_) => Err(CrlError::BadSignature),
-    }
+    verify_signature(
+        &spki,
+        &parsed.signature_algorithm,
+        &parsed.signature_value,
+        parsed.tbs_cert_list.as_ref(),
+    )
+    .map_err(|e| match e {
+        SignatureError::Unsupported => {
+            CrlError::UnsupportedSignatureAlgorithm(crl.signature_algorithm.to_string())
+        }
+        SignatureError::Bad => CrlError::BadSignature,
+    })
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use std::ops::Deref;
 
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
-use x509_parser::error::X509Error;
 use x509_parser::prelude::FromDer;
 
 use super::cert::{
@@ -27,6 +26,7 @@ use super::cert::{
 };
 use super::facts::{AlbatrossExtension, CommonName, DistinguishedName, SignatureAlgorithm};
 use super::keys::{PrivateKey, PublicKey};
+use super::verify::{SignatureError, verify_signature};
 use super::{ALBATROSS_OID, ALBATROSS_OID_ARCS, PEM_EXPANSION, PemProblem, PkiError, pem_or_der};
 use crate::limits::MAX_CHAIN_SIZE;
 
@@ -160,14 +160,20 @@ impl ParsedCsr {
     pub fn check_signature(&self) -> Result<(), PkiError> {
         let (_, csr) = X509CertificationRequest::from_der(&self.der)
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
-        match csr.verify_signature() {
-            Ok(()) => Ok(()),
-            Err(X509Error::SignatureUnsupportedAlgorithm) => Err(PkiError::InvalidCsr(format!(
+        let info = &csr.certification_request_info;
+        verify_signature(
+            &info.subject_pki,
+            &csr.signature_algorithm,
+            &csr.signature_value,
+            info.raw,
+        )
+        .map_err(|e| match e {
+            SignatureError::Unsupported => PkiError::InvalidCsr(format!(
                 "unsupported signature algorithm {}",
                 self.signature_algorithm
-            ))),
-            Err(_) => Err(PkiError::CsrBadSignature),
-        }
+            )),
+            SignatureError::Bad => PkiError::CsrBadSignature,
+        })
     }
 
     /// The DER octets.

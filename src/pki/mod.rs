@@ -35,6 +35,7 @@ mod der;
 pub mod describe;
 pub mod facts;
 pub mod keys;
+mod verify;
 
 use std::time::Duration;
 
