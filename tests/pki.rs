@@ -667,16 +667,57 @@ fn csr_holds_only_the_albatross_extension() {
     let attributes = parsed.certification_request_info.attributes();
     assert_eq!(attributes.len(), 1);
     assert_eq!(attributes[0].oid.to_id_string(), "1.2.840.113549.1.9.14");
-    let exts: Vec<_> = parsed
-        .requested_extensions()
-        .unwrap()
-        .map(|e| format!("{e:?}"))
+    let x509_parser::cri_attributes::ParsedCriAttribute::ExtensionRequest(request) =
+        attributes[0].parsed_attribute()
+    else {
+        panic!("not an extension request");
+    };
+    let exts: Vec<_> = request
+        .extensions
+        .iter()
+        .map(|e| (e.oid.to_id_string(), e.critical, e.value.to_vec()))
         .collect();
-    assert_eq!(exts.len(), 1);
+    assert_eq!(
+        exts,
+        vec![(OID_ALBATROSS.into(), false, CONSOLE_EXT.to_vec())]
+    );
 
     let without = csr::create_csr("server", None, &key).unwrap();
+    let (_, raw) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(without.der())
+            .unwrap();
+    assert!(raw.certification_request_info.attributes().is_empty());
     let parsed = ParsedCsr::parse(without.der()).unwrap();
     assert_eq!(parsed.albatross(), None);
+}
+
+#[test]
+fn csrs_made_elsewhere() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let request = |exts: Vec<rcgen::CustomExtension>| {
+        let mut params = rcgen::CertificateParams::default();
+        params.custom_extensions = exts;
+        params.serialize_request(&key).unwrap().der().to_vec()
+    };
+    let twice = request(vec![
+        albatross_ext(CONSOLE_EXT, false),
+        albatross_ext(POLICY_EXT, false),
+    ]);
+    let error = ParsedCsr::parse(&twice).unwrap_err();
+    assert!(matches!(error, PkiError::CsrDuplicateExtension));
+    assert_eq!(
+        error.to_string(),
+        "CSR carries more than one albatross extension"
+    );
+    let critical = ParsedCsr::parse(&request(vec![albatross_ext(CONSOLE_EXT, true)])).unwrap();
+    assert_eq!(
+        critical.albatross(),
+        Some(&AlbatrossExtension {
+            critical: true,
+            value: CONSOLE_EXT.to_vec()
+        })
+    );
+    assert_eq!(critical.subject().text(), "CN=rcgen self signed cert");
 }
 
 #[test]

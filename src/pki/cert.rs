@@ -240,7 +240,8 @@ pub enum Criticality {
 pub enum Subject<'a> {
     /// A single RDN with one commonName (UTF8String), as albatross-client writes.
     CommonName(&'a str),
-    /// A DER Name taken as is (a CSR's subject), byte for byte.
+    /// A DER Name taken as is (a CSR's subject), byte for byte; it must be one DER
+    /// SEQUENCE.
     Der(&'a [u8]),
 }
 
@@ -491,7 +492,9 @@ impl CaIssuer {
 }
 
 /// Issues a certificate from `template`, signed by `issuer`. Its issuer name is exactly
-/// the CA's subject; its AKI is [`CaIssuer::authority_key_id`].
+/// the CA's subject; its AKI is [`CaIssuer::authority_key_id`]. (With
+/// [`Profile::RootCa`] this makes a CA certificate without key identifiers; the
+/// self-signed root of `generate` is made by [`root_ca`].)
 pub fn issue(
     template: &CertificateTemplate<'_>,
     issuer: &CaIssuer,
@@ -553,7 +556,13 @@ fn build(
     params.serial_number = Some(rcgen::SerialNumber::from_slice(template.serial.as_bytes()));
     let subject = match template.subject {
         Subject::CommonName(cn) => common_name_der(cn)?,
-        Subject::Der(name) => name.to_vec(),
+        Subject::Der(name) => {
+            der::read_one(name, der::TAG_SEQUENCE).map_err(|_| PkiError::Build {
+                what: "certificate",
+                reason: "the subject is not a DER Name".to_owned(),
+            })?;
+            name.to_vec()
+        }
     };
     // Name and key are put in after rcgen's layout (see the module docs of `pki`). rcgen
     // marks subjectAltName critical for an empty subject (RFC 5280 §4.2.1.6), so the
