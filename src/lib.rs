@@ -15,5 +15,6 @@
 pub mod executor;
 pub mod limits;
 pub mod name;
+pub mod pki;
 pub mod policy;
 pub mod store;
