@@ -7,6 +7,7 @@
 //!
 //! Layering (bytes stop at the boundary, the core is pure):
 //! - [`name`], [`policy`]: the pure vocabulary;
+//! - [`trie`], [`resources`]: the pure resource core (policies, usage, every check);
 //! - everything that parses untrusted bytes turns them into these typed values in one
 //!   place; nothing past it sees raw DER.
 
@@ -15,3 +16,5 @@
 pub mod limits;
 pub mod name;
 pub mod policy;
+pub mod resources;
+pub mod trie;
