@@ -7,14 +7,16 @@
 //!
 //! Layering (bytes stop at the boundary, the core is pure):
 //! - [`name`], [`policy`]: the pure vocabulary;
+//! - [`trie`], [`resources`]: the pure resource core (policies, usage, every check);
 //! - everything that parses untrusted bytes turns them into these typed values in one
 //!   place; nothing past it sees raw DER.
 
 #![warn(missing_docs)]
-
 pub mod executor;
 pub mod limits;
 pub mod name;
 pub mod pki;
 pub mod policy;
+pub mod resources;
 pub mod store;
+pub mod trie;
