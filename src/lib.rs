@@ -12,6 +12,7 @@
 //!   place; nothing past it sees raw DER.
 
 #![warn(missing_docs)]
+
 pub mod executor;
 pub mod limits;
 pub mod name;
