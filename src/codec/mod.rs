@@ -12,8 +12,10 @@
 //! canonical DER, byte-identical to albatross's for the same value.
 //!
 //! Round trips: `decode(encode(x)) == x` for every value the encoder can produce, that is
-//! with `SET OF` device lists in DER order (see [`Der`]), integers within albatross's
-//! 63-bit range and `Some`/non-empty collections where the wire cannot tell them apart.
+//! with `SET OF` device lists already in DER order (see [`Der`]) and `Int` values within
+//! albatross's 63-bit range (the encoder writes any `i64`, the decoder refuses what
+//! albatross would refuse). Legacy alternatives decode into the current ones and are
+//! re-encoded as albatross does today (`create [20]`, `restart [3]`, state `[6]`).
 
 #![cfg_attr(
     not(test),

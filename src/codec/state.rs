@@ -123,7 +123,10 @@ fn with_policies(
     })
 }
 
-/// `Trie{T}`: keys must parse as names and be unique (spec Note W8).
+/// `Trie{T}`: keys must parse as names and be unique (spec Note W8). Keys are compared
+/// as petrel names, so `foo:` and `:foo` are distinct keys (Note N5); in albatross's own
+/// files a trie never holds both, since unikernel keys are labelled and policy keys are
+/// paths.
 fn trie<T>(
     r: &mut Reader<'_>,
     mut value: impl FnMut(&mut Reader<'_>) -> Result<T>,
