@@ -116,24 +116,40 @@ impl Timeval {
 ///     majflt Int64, nswap Int64, inblock Int64, outblock Int64, msgsnd Int64,
 ///     msgrcv Int64, nsignals Int64, nvcsw Int64, nivcsw Int64 }
 /// ```
+/// The fields are getrusage(2)'s `ru_*` members of the tender process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[allow(missing_docs)] // the fields are getrusage(2)'s `ru_*` members
 pub struct RUsage {
+    /// User CPU time.
     pub utime: Timeval,
+    /// System CPU time.
     pub stime: Timeval,
+    /// Maximum resident set size.
     pub maxrss: i64,
+    /// Integral shared memory size.
     pub ixrss: i64,
+    /// Integral unshared data size.
     pub idrss: i64,
+    /// Integral unshared stack size.
     pub isrss: i64,
+    /// Page reclaims (soft faults).
     pub minflt: i64,
+    /// Page faults (hard faults).
     pub majflt: i64,
+    /// Swaps.
     pub nswap: i64,
+    /// Block input operations.
     pub inblock: i64,
+    /// Block output operations.
     pub outblock: i64,
+    /// IPC messages sent.
     pub msgsnd: i64,
+    /// IPC messages received.
     pub msgrcv: i64,
+    /// Signals received.
     pub nsignals: i64,
+    /// Voluntary context switches.
     pub nvcsw: i64,
+    /// Involuntary context switches.
     pub nivcsw: i64,
 }
 
@@ -192,16 +208,24 @@ impl RUsage {
 ///     vsize Int64, rss Int64, tsize Int64, dsize Int64, ssize Int64,
 ///     runtime Int64, cow Int, start Timeval }
 /// ```
+/// The fields are FreeBSD `kinfo_proc`'s `ki_*` members of the tender process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[allow(missing_docs)] // the fields are FreeBSD kinfo_proc's `ki_*` members
 pub struct KinfoMem {
+    /// Virtual memory size.
     pub vsize: i64,
+    /// Resident set size.
     pub rss: i64,
+    /// Text size.
     pub tsize: i64,
+    /// Data size.
     pub dsize: i64,
+    /// Stack size.
     pub ssize: i64,
+    /// Run time.
     pub runtime: i64,
+    /// Copy-on-write faults.
     pub cow: i64,
+    /// Process start time.
     pub start: Timeval,
 }
 
@@ -246,26 +270,42 @@ impl KinfoMem {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(missing_docs)] // the fields are the interface counters of `struct if_data`
 pub struct IfData {
     /// The unikernel's network device name (albatross calls it `bridge`).
     pub bridge: String,
+    /// Interface flags.
     pub flags: i32,
+    /// Send queue length.
     pub send_length: i32,
+    /// Send queue maximum length.
     pub max_send_length: i32,
+    /// Send queue drops.
     pub send_drops: i32,
+    /// Maximum transmission unit.
     pub mtu: i32,
+    /// Line speed.
     pub baudrate: i64,
+    /// Packets received.
     pub input_packets: i64,
+    /// Input errors.
     pub input_errors: i64,
+    /// Packets sent.
     pub output_packets: i64,
+    /// Output errors.
     pub output_errors: i64,
+    /// Collisions.
     pub collisions: i64,
+    /// Octets received.
     pub input_bytes: i64,
+    /// Octets sent.
     pub output_bytes: i64,
+    /// Multicast packets received.
     pub input_mcast: i64,
+    /// Multicast packets sent.
     pub output_mcast: i64,
+    /// Packets dropped on input.
     pub input_dropped: i64,
+    /// Packets dropped on output.
     pub output_dropped: i64,
 }
 
