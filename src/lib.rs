@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod executor;
 pub mod limits;
 pub mod name;
