@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod codec;
 pub mod executor;
 pub mod limits;
@@ -22,3 +23,4 @@ pub mod policy;
 pub mod resources;
 pub mod store;
 pub mod trie;
+pub mod verify;

@@ -62,6 +62,28 @@ pub struct UnikernelConfig {
     pub linux_boot_partition: Option<String>,
 }
 
+impl Default for UnikernelConfig {
+    /// albatross-client's defaults: solo5, uncompressed, empty image, add the name, quit
+    /// on exit, CPU 0, 32 MB, no devices, no arguments, 1 vCPU.
+    fn default() -> Self {
+        Self {
+            typ: Typ::Solo5,
+            compressed: false,
+            image: Vec::new(),
+            startup: None,
+            add_name: true,
+            fail_behaviour: FailBehaviour::Quit,
+            cpuids: BTreeSet::from([0]),
+            memory: 32,
+            blocks: Vec::new(),
+            bridges: Vec::new(),
+            arguments: None,
+            cpus: 1,
+            linux_boot_partition: None,
+        }
+    }
+}
+
 impl UnikernelConfig {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self> {
         r.sequence(|r| {
