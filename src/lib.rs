@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod chain;
 pub mod codec;
 pub mod executor;
@@ -21,6 +22,7 @@ pub mod name;
 pub mod pki;
 pub mod policy;
 pub mod resources;
+pub mod revocation;
 pub mod store;
 pub mod trie;
 pub mod verify;

@@ -15,6 +15,7 @@
 //! The boundary rules of `DESIGN.md` ("The executor boundary") apply to what is built on
 //! top: the executor is driven by messages only, never by references into the server.
 
+pub mod api;
 pub mod console_lines;
 pub mod mac;
 pub mod manifest;
