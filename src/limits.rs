@@ -51,6 +51,19 @@ pub const MAX_CONSOLE_SUBSCRIBERS: usize = 5;
 /// Time a tender has to exit after SIGTERM before it is killed with SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Delay before the first automatic restart of a unikernel that exited (restart on
+/// failure, spec §8). Short enough that a one-off crash is hardly noticed; the delay
+/// doubles with every further quick exit up to [`RESTART_BACKOFF_MAX`], so a crash loop
+/// costs at most one spawn per minute instead of spinning a CPU.
+pub const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+
+/// Longest delay between automatic restarts of a unikernel in a crash loop.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A unikernel that ran at least this long before exiting is restarted after
+/// [`RESTART_BACKOFF_INITIAL`] again: its earlier crashes no longer count.
+pub const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
+
 /// All limits, with their defaults above; the endpoint's flags override them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -78,6 +91,12 @@ pub struct Limits {
     pub max_console_subscribers: usize,
     /// See [`STOP_TIMEOUT`].
     pub stop_timeout: Duration,
+    /// See [`RESTART_BACKOFF_INITIAL`].
+    pub restart_backoff_initial: Duration,
+    /// See [`RESTART_BACKOFF_MAX`].
+    pub restart_backoff_max: Duration,
+    /// See [`RESTART_BACKOFF_RESET`].
+    pub restart_backoff_reset: Duration,
 }
 
 impl Default for Limits {
@@ -95,6 +114,9 @@ impl Default for Limits {
             console_lines: CONSOLE_LINES,
             max_console_subscribers: MAX_CONSOLE_SUBSCRIBERS,
             stop_timeout: STOP_TIMEOUT,
+            restart_backoff_initial: RESTART_BACKOFF_INITIAL,
+            restart_backoff_max: RESTART_BACKOFF_MAX,
+            restart_backoff_reset: RESTART_BACKOFF_RESET,
         }
     }
 }

@@ -1,35 +1,58 @@
 //! The executor: the only part of petrel that touches the host.
 //!
-//! For now this holds the host-side primitives the executor proper (dispatch,
-//! supervision, state) is built on. Each is small, typed and testable on its own:
+//! It is driven only by messages (DESIGN.md, "The executor boundary"): an
+//! [`Authorized`](crate::auth::Authorized) request plus, where the command has one, an
+//! input stream, answered with output frames ([`api`]). It owns the resource trie and
+//! re-checks every policy itself with the pure core ([`crate::resources`]), runs tenders,
+//! creates taps, writes files — all under the state directory — and persists its state
+//! before it replies.
 //!
-//! - [`net`]: tap devices attached to bridges, behind the [`net::Network`] trait
-//!   (ioctls on `/dev/net/tun` and sockets, sysfs reads; a recording fake for tests);
-//! - [`manifest`]: the solo5 ABI and manifest notes of a unikernel ELF image, read with a
-//!   bounded, total reader, and the manifest check against the configured devices;
-//! - [`mac`]: the deterministic MAC address of a unikernel's network device;
-//! - [`tender`]: the solo5-hvt command line, spawning and signalling tender processes
-//!   behind the [`tender::Tender`] trait, exit classification and the restart table;
-//! - [`console_lines`]: splitting a tender's console output into lines (pure).
+//! - [`Executor`]: start-up (restore and crash recovery), request handling, shutdown,
+//!   the event stream;
+//! - [`unikernel`]: create, force-create, destroy, restart, info, get;
+//! - supervision: exits, restart on failure with a back-off, the `--name` fallback;
+//! - [`persist`]: the state directory, petrel's records, run records, reconciliation;
+//! - [`image`]: images streamed to disk, hashed, inflated with a bound;
+//! - [`host`]: the root policy (the host's resources);
+//! - [`events`]: the event stream;
+//! - host primitives, each small and testable on its own: [`net`] (taps, bridges),
+//!   [`manifest`] (solo5 notes), [`mac`], [`tender`] (command line, spawning, signals),
+//!   [`console_lines`].
 //!
-//! The boundary rules of `DESIGN.md` ("The executor boundary") apply to what is built on
-//! top: the executor is driven by messages only, never by references into the server.
+//! The state directory's layout is documented in `docs/state-directory.md`.
 
 pub mod api;
 pub mod console_lines;
+mod dispatch;
+pub mod events;
+pub mod host;
+pub mod image;
 pub mod mac;
 pub mod manifest;
 pub mod net;
+pub mod persist;
+mod startup;
+mod state;
+mod supervise;
 pub mod tender;
+pub mod unikernel;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::codec::Payload;
+use crate::codec::DecodeError;
 use crate::limits::Limits;
-use api::{ExecRequest, Handler, OutputFrame, OutputReceiver};
+use crate::name::{Name, Path};
+use crate::resources::{PolicyError, Usage};
+use crate::store::StoreError;
+use api::{ExecRequest, Handler, OutputReceiver};
+pub use events::{Event, EventStream, Received};
+use state::Inner;
+pub use supervise::{ADD_NAME_FALLBACK_CODE, backoff, next_attempt, restart_config};
+pub use unikernel::UnikernelError;
 
 /// What to do with running work when a certificate that created it is revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,13 +68,13 @@ pub enum OnRevoke {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostOverrides {
     /// CPU ids unikernels may use.
-    pub cpuids: Option<std::collections::BTreeSet<i64>>,
+    pub cpuids: Option<BTreeSet<i64>>,
     /// Memory in MB.
     pub memory: Option<i64>,
     /// Block storage in MB.
     pub block: Option<i64>,
     /// Bridges.
-    pub bridges: Option<std::collections::BTreeSet<String>>,
+    pub bridges: Option<BTreeSet<String>>,
 }
 
 /// How the executor is set up.
@@ -69,49 +92,107 @@ pub struct ExecutorConfig {
     pub on_revoke: OnRevoke,
 }
 
-/// Errors starting or running the executor.
+/// Why the executor could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecError {
-    /// Not implemented yet.
-    #[error("not implemented")]
-    NotImplemented,
+    /// A file or directory of the state directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state file does not parse: petrel refuses to start rather than lose it.
+    #[error("cannot parse the state file {}: {source}", path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<DecodeError>,
+    },
+    /// petrel's records are damaged.
+    #[error(transparent)]
+    Records(#[from] persist::RecordsError),
+    /// Cleaning up after a previous run failed.
+    #[error(transparent)]
+    Reconcile(#[from] persist::ReconcileError),
+    /// The host's resources could not be discovered.
+    #[error(transparent)]
+    Host(#[from] host::HostError),
+    /// A stored policy does not fit the host or the policies above it any more.
+    #[error("the stored policy {path} cannot be restored: {source}")]
+    Policy {
+        /// Its path.
+        path: Name,
+        /// Why.
+        source: Box<PolicyError>,
+    },
 }
 
 /// The executor: owns the resource trie and everything on the host. Cheap to clone.
 #[derive(Clone)]
 pub struct Executor {
-    _network: Arc<dyn net::Network>,
-    _tender: Arc<dyn tender::Tender>,
+    inner: Arc<Inner>,
 }
 
 impl Executor {
-    /// Restores the state directory and every unikernel it records, then accepts
-    /// requests.
+    /// Cleans up after a previous run, restores the state directory and every unikernel
+    /// it records, then accepts requests. Must be called inside a tokio runtime; tenders
+    /// are spawned from its worker threads and die with them (see
+    /// [`tender::spawn_tender`]).
     pub async fn start(
-        _config: ExecutorConfig,
+        config: ExecutorConfig,
         network: Arc<dyn net::Network>,
         tender: Arc<dyn tender::Tender>,
     ) -> Result<Self, ExecError> {
-        Ok(Self {
-            _network: network,
-            _tender: tender,
-        })
+        let inner = startup::start(config, network, tender).await?;
+        Ok(Self { inner })
     }
 
     /// Stops every tender (SIGTERM, then SIGKILL after the stop timeout), removes the
-    /// taps, and keeps the state file so that the next start restores them.
-    pub async fn shutdown(&self) {}
+    /// taps, and keeps the state file so that the next start restores them. Operations in
+    /// progress are finished first; later requests are refused.
+    pub async fn shutdown(&self) {
+        let names: Vec<Name> = {
+            let mut global = self.inner.global();
+            global.shutting_down = true;
+            for pending in global.pending.values() {
+                pending.cancel();
+            }
+            global.pending.clear();
+            global.running.keys().cloned().collect()
+        };
+        self.inner.quiesce().await;
+        let names: BTreeSet<Name> = names
+            .into_iter()
+            .chain(self.inner.global().running.keys().cloned())
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for name in names {
+            let inner = Arc::clone(&self.inner);
+            stops.spawn(async move { inner.stop(&name).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    /// Subscribes to the executor's events (started, exited, restarts, destroyed, …).
+    pub fn events(&self) -> EventStream {
+        self.inner.events.subscribe()
+    }
+
+    /// The resources used in the subtree of `path` (running unikernels and creates in
+    /// progress, block devices).
+    pub fn usage(&self, path: &Path) -> Usage {
+        self.inner.global().resources.usage(path)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &persist::StateDir {
+        &self.inner.dir
+    }
 }
 
 impl Handler for Executor {
     fn handle(&self, request: ExecRequest) -> OutputReceiver {
         let (tx, rx) = mpsc::channel(api::CHANNEL_DEPTH);
-        let name = request.request.get().name.clone();
-        let _ = tx.try_send(OutputFrame {
-            name,
-            payload: Payload::failure("not implemented"),
-        });
+        tokio::spawn(Arc::clone(&self.inner).handle(request, tx));
         rx
     }
 }

@@ -158,6 +158,9 @@ pub trait Network: Send + Sync {
 
     /// The `vmmtap<N>` interfaces that exist, ordered by N.
     fn taps(&self) -> Result<Vec<InterfaceName>, NetError>;
+
+    /// Every bridge of the host (the root policy's bridges), sorted by name.
+    fn bridges(&self) -> Result<BTreeSet<InterfaceName>, NetError>;
 }
 
 /// The real host network of the current network namespace.
@@ -264,6 +267,25 @@ impl Network for HostNetwork {
             .collect();
         taps.sort();
         Ok(taps.into_iter().map(|(_, name)| name).collect())
+    }
+
+    fn bridges(&self) -> Result<BTreeSet<InterfaceName>, NetError> {
+        let syscall = |source| NetError::Syscall {
+            op: "list",
+            name: self.sysfs.display().to_string(),
+            source,
+        };
+        let mut bridges = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.sysfs).map_err(syscall)? {
+            let entry = entry.map_err(syscall)?;
+            let Ok(name) = InterfaceName::parse(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            if exists(&entry.path().join("bridge"), &name)? {
+                bridges.insert(name);
+            }
+        }
+        Ok(bridges)
     }
 }
 
@@ -454,6 +476,8 @@ pub enum NetOp {
     RemoveTap,
     /// [`Network::taps`].
     Taps,
+    /// [`Network::bridges`].
+    Bridges,
 }
 
 impl fmt::Display for NetOp {
@@ -463,6 +487,7 @@ impl fmt::Display for NetOp {
             Self::CreateTap => "create_tap",
             Self::RemoveTap => "remove_tap",
             Self::Taps => "taps",
+            Self::Bridges => "bridges",
         })
     }
 }
@@ -478,6 +503,8 @@ pub enum NetCall {
     RemoveTap(InterfaceName),
     /// `taps()`.
     Taps,
+    /// `bridges()`.
+    Bridges,
 }
 
 /// A recording [`Network`] for tests: it knows the bridges it is told about, allocates
@@ -595,6 +622,12 @@ impl Network for FakeNetwork {
         let mut state = self.lock();
         state.enter(NetCall::Taps, NetOp::Taps)?;
         Ok(state.taps.keys().map(|&n| InterfaceName::tap(n)).collect())
+    }
+
+    fn bridges(&self) -> Result<BTreeSet<InterfaceName>, NetError> {
+        let mut state = self.lock();
+        state.enter(NetCall::Bridges, NetOp::Bridges)?;
+        Ok(state.bridges.clone())
     }
 }
 

@@ -8,7 +8,8 @@
 //! Differences from albatross, deliberate: CPU pinning is done with `sched_setaffinity`
 //! in the child before `exec` (no `taskset` process), CPU ids the host does not have are
 //! refused before spawning, the console is a pipe rather than a fifo, the tender runs in
-//! its own process group, and an exec failure is its own error (Note E2).
+//! its own process group and is killed by the kernel when petrel dies
+//! (`PR_SET_PDEATHSIG`), and an exec failure is its own error (Note E2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -353,8 +354,10 @@ impl Tender for ProcessTender {
 
 /// Starts a tender: stdin `/dev/null`, stdout and stderr the write end of one pipe
 /// (whose read end is returned), its own process group, pinned to `command.cpus` with
-/// `sched_setaffinity` before `exec`; environment and working directory inherited.
-/// Must be called inside a tokio runtime.
+/// `sched_setaffinity` before `exec`, and killed by the kernel (`PR_SET_PDEATHSIG`,
+/// SIGKILL) if the spawning thread ends, so that a crashed petrel leaves no tender
+/// running; environment and working directory inherited. Must be called inside a tokio
+/// runtime, from a thread that lives as long as the tender should.
 pub fn spawn_tender(command: &TenderCommand) -> Result<TenderProcess, TenderError> {
     let cpus = cpu_set(&command.cpus)?;
     let (console, write) = pipe().map_err(TenderError::Pipe)?;
@@ -367,18 +370,30 @@ pub fn spawn_tender(command: &TenderCommand) -> Result<TenderProcess, TenderErro
         .stderr(Stdio::from(write2))
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(cpus) = cpus {
-        // SAFETY: the closure only calls sched_setaffinity(2), which is
-        // async-signal-safe, on a value prepared before the fork.
-        unsafe {
-            process.pre_exec(move || {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only calls prctl(2), getppid(2) and sched_setaffinity(2), which
+    // are async-signal-safe, on values prepared before the fork.
+    unsafe {
+        process.pre_exec(move || {
+            // The tender dies with the thread that spawned it (PR_SET_PDEATHSIG follows the
+            // parent *thread*): spawn only from threads that live as long as the executor,
+            // such as tokio's worker threads, never from a blocking-pool thread.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if let Some(cpus) = &cpus {
                 let size = std::mem::size_of::<libc::cpu_set_t>();
-                if libc::sched_setaffinity(0, size, &cpus) != 0 {
+                if libc::sched_setaffinity(0, size, cpus) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
     let mut child = process.spawn().map_err(|source| TenderError::Exec {
         tender: command.tender.clone(),

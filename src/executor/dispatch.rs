@@ -1,0 +1,208 @@
+//! One request: the chain's policies as one transaction, then the command, dispatched with
+//! one `match`.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::chain::Request;
+use crate::codec::{
+    BlockCmd, Command, ConsoleCmd, InfoEntry, Payload, PolicyCmd, PolicyEntry, Success,
+    UnikernelCmd, UnikernelInfoOld4, UnikernelInfoOld5,
+};
+use crate::executor::api::{ExecRequest, InputReceiver, OutputFrame};
+use crate::executor::state::Inner;
+use crate::executor::unikernel::{UnikernelError, labelled};
+use crate::resources::PolicyOutcome;
+
+/// Prefix of the failure when a chain's policy is refused (albatross's words).
+pub const POLICY_FAILURE_PREFIX: &str = "expected success when adding policy, got: ";
+
+impl Inner {
+    /// Handles one request and sends its frames to `out`; the channel closes when this
+    /// returns.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: ExecRequest,
+        out: mpsc::Sender<OutputFrame>,
+    ) {
+        let ExecRequest {
+            request,
+            input,
+            peer,
+        } = request;
+        let request = request.get();
+        tracing::info!(%peer, name = %request.name, command = %request.command, "request");
+        let payload = if self.global().shutting_down {
+            Payload::failure(UnikernelError::ShuttingDown.to_string())
+        } else {
+            match self.apply_chain(request).await {
+                Err(text) => Payload::failure(text),
+                Ok(()) => match self.dispatch(request, input, &out).await {
+                    Ok(success) => Payload::Success(success),
+                    Err(text) => Payload::failure(text),
+                },
+            }
+        };
+        if let Payload::Failure(text) = &payload {
+            tracing::info!(%peer, name = %request.name, command = %request.command, failure = %text, "refused");
+        }
+        let _ = out
+            .send(OutputFrame {
+                name: request.name.clone(),
+                payload,
+            })
+            .await;
+    }
+
+    /// Applies the chain's policies top-down as one transaction, records which
+    /// certificate presented each and the chain's CA certificates, and persists if
+    /// anything changed.
+    async fn apply_chain(&self, request: &Request) -> Result<(), String> {
+        let changed = {
+            let mut global = self.global();
+            let policies: Vec<_> = request
+                .policies
+                .iter()
+                .map(|p| (p.path.clone(), p.policy.clone()))
+                .collect();
+            let outcomes = global
+                .resources
+                .apply_policies(&policies)
+                .map_err(|e| format!("{POLICY_FAILURE_PREFIX}{e}"))?;
+            let mut changed = outcomes.contains(&PolicyOutcome::Added);
+            for policy in &request.policies {
+                changed |= global.records.set_policy(&policy.path, &policy.cert);
+            }
+            changed |= global.records.add_ca_certificates(&request.chain);
+            changed
+        };
+        if changed {
+            self.persist()
+                .await
+                .map_err(|e| UnikernelError::Persist(e).to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the command; the final reply's success, or its failure text.
+    async fn dispatch(
+        self: &Arc<Self>,
+        request: &Request,
+        input: Option<InputReceiver>,
+        _out: &mpsc::Sender<OutputFrame>,
+    ) -> Result<Success, String> {
+        let name = &request.name;
+        let text = |r: Result<&'static str, UnikernelError>| {
+            r.map(|s| Success::String(s.to_owned()))
+                .map_err(|e| e.to_string())
+        };
+        match &request.command {
+            Command::Unikernel(command) => match command {
+                UnikernelCmd::Create(config) => {
+                    text(self.create(request, config.clone(), input, false).await)
+                }
+                UnikernelCmd::ForceCreate(config) => {
+                    text(self.create(request, config.clone(), input, true).await)
+                }
+                UnikernelCmd::Destroy => text(self.destroy(name).await),
+                UnikernelCmd::Restart(args) => text(self.restart(request, args.clone()).await),
+                UnikernelCmd::Info => Ok(Success::UnikernelInfo(self.info(name))),
+                UnikernelCmd::InfoOld5 => self
+                    .info(name)
+                    .into_iter()
+                    .map(|e| {
+                        Ok(InfoEntry {
+                            info: UnikernelInfoOld5::try_from(&e.info)?,
+                            name: e.name,
+                        })
+                    })
+                    .collect::<Result<_, crate::codec::OldInfoError>>()
+                    .map(Success::OldUnikernelInfo5)
+                    .map_err(|e| e.to_string()),
+                UnikernelCmd::InfoOld4 => self
+                    .info(name)
+                    .into_iter()
+                    .map(|e| {
+                        Ok(InfoEntry {
+                            info: UnikernelInfoOld4::try_from(&e.info)?,
+                            name: e.name,
+                        })
+                    })
+                    .collect::<Result<_, crate::codec::OldInfoError>>()
+                    .map(Success::OldUnikernelInfo4)
+                    .map_err(|e| e.to_string()),
+                UnikernelCmd::Get(level) => self
+                    .get(name, *level)
+                    .await
+                    .map(|(compressed, image)| Success::UnikernelImage { compressed, image })
+                    .map_err(|e| e.to_string()),
+            },
+            Command::Policy(command) => self.policy(request, command).await,
+            Command::Block(command) => {
+                if !matches!(command, BlockCmd::Info) {
+                    labelled(name, "block device command").map_err(|e| e.to_string())?;
+                }
+                Err(format!("{command}: block devices are not available yet"))
+            }
+            Command::Console(command) => match command {
+                ConsoleCmd::Subscribe(_) => {
+                    labelled(name, "console subscribe").map_err(|e| e.to_string())?;
+                    Err(format!("{command}: console is not available yet"))
+                }
+                ConsoleCmd::ListInactive => {
+                    if !name.is_path() {
+                        return Err(format!(
+                            "console list inactive needs a path, but {name} is a unikernel name"
+                        ));
+                    }
+                    Err(format!("{command}: console is not available yet"))
+                }
+                ConsoleCmd::Add(_) => Err(format!("{command}: not accepted by petrel")),
+            },
+            Command::Statistics(command) => Err(format!("{command}: not supported yet")),
+            Command::Revocation(command) => Err(format!("{command}: not supported yet")),
+        }
+    }
+
+    /// Policy commands (only `info` arrives over TLS; `add` and `remove` are for a local
+    /// operator interface). A labelled name stands for its path (as in albatross).
+    async fn policy(&self, request: &Request, command: &PolicyCmd) -> Result<Success, String> {
+        let path = request.name.path();
+        let text = match command {
+            PolicyCmd::Info => {
+                let policies = self.global().resources.policies_below(path);
+                return Ok(Success::Policies(
+                    policies
+                        .into_iter()
+                        .map(|(name, policy)| PolicyEntry { name, policy })
+                        .collect(),
+                ));
+            }
+            PolicyCmd::Add(policy) => {
+                let mut global = self.global();
+                let outcome = global
+                    .resources
+                    .add_policy(path, policy.clone())
+                    .map_err(|e| e.to_string())?;
+                if let Some(leaf) = request.leaf() {
+                    global.records.set_policy(path, &leaf.id);
+                }
+                outcome.text()
+            }
+            PolicyCmd::Remove => {
+                let mut global = self.global();
+                global
+                    .resources
+                    .remove_policy(path)
+                    .map_err(|e| e.to_string())?;
+                global.records.remove_policy(path);
+                "removed policy"
+            }
+        };
+        self.persist()
+            .await
+            .map_err(|e| UnikernelError::Persist(e).to_string())?;
+        Ok(Success::String(text.to_owned()))
+    }
+}
