@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod block;
+pub mod console;
 pub mod console_lines;
 pub mod mac;
 pub mod manifest;
