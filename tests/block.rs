@@ -706,3 +706,9 @@ fn open_registers_valid_files_and_skips_others() {
     );
     assert_eq!(fs::metadata(dir.join("foo:x_y")).unwrap().len(), 2 * MB);
 }
+
+#[test]
+fn store_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<BlockStore>();
+}

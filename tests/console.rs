@@ -574,3 +574,9 @@ async fn paths_and_non_pipes_are_refused() {
     assert_eq!(err.to_string(), "opening console: not a pipe");
     assert!(!hub.is_active(&name("foo:web")));
 }
+
+#[test]
+fn hub_is_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<ConsoleHub>();
+}

@@ -335,7 +335,7 @@ impl ConsoleHub {
     }
 
     /// Drops the buffer of `name` and closes its subscriptions with a failure frame
-    /// ("console of <name> removed"). Returns whether there was anything to drop.
+    /// (`console of <name> removed`). Returns whether there was anything to drop.
     ///
     /// The hub never calls this itself: buffers of destroyed unikernels are kept (as in
     /// albatross) until [`MAX_INACTIVE_CONSOLES`] pushes them out. It is for callers that
