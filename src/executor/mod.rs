@@ -16,6 +16,8 @@
 //! top: the executor is driven by messages only, never by references into the server.
 
 pub mod api;
+pub mod block;
+pub mod console;
 pub mod console_lines;
 pub mod mac;
 pub mod manifest;
