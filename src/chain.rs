@@ -218,11 +218,21 @@ pub fn input_kind(command: &Command) -> Option<InputKind> {
 /// Decodes the request a verified chain carries (names doc §4, with petrel's stricter
 /// checks described in the module documentation).
 pub fn decode_request(chain: &VerifiedChain) -> Result<Request, ChainError> {
-    if chain.sent.len() >= MAX_CHAIN_LEN {
+    decode_unverified(&chain.sent, &chain.anchor)
+}
+
+/// [`decode_request`] on certificates nobody verified: `sent` as the client sent them
+/// (leaf first) and the `anchor` they claim to chain to. The result is not authorized to
+/// do anything (only [`crate::auth::authorize`] makes an `Authorized` request); this entry
+/// point exists for the fuzzer and for `petrel inspect`.
+pub fn decode_unverified(
+    sent: &[Certificate],
+    anchor: &Certificate,
+) -> Result<Request, ChainError> {
+    if sent.len() >= MAX_CHAIN_LEN {
         return Err(ChainError::TooLong);
     }
-    let facts = chain
-        .sent
+    let facts = sent
         .iter()
         .enumerate()
         .map(|(index, cert)| {
@@ -230,14 +240,11 @@ pub fn decode_request(chain: &VerifiedChain) -> Result<Request, ChainError> {
                 .map_err(|source| ChainError::Certificate { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let anchor_facts = chain
-        .anchor
-        .facts()
-        .map_err(|source| ChainError::Certificate {
-            index: chain.sent.len(),
-            source,
-        })?;
-    let links = links(chain, &facts, &anchor_facts);
+    let anchor_facts = anchor.facts().map_err(|source| ChainError::Certificate {
+        index: sent.len(),
+        source,
+    })?;
+    let links = links(sent, anchor, &facts, &anchor_facts);
     let (leaf, intermediates) = facts.split_first().ok_or(ChainError::TooLong)?;
     let intermediate_links = links.get(1..).unwrap_or_default();
 
@@ -297,9 +304,52 @@ pub fn decode_request(chain: &VerifiedChain) -> Result<Request, ChainError> {
     })
 }
 
+/// Largest number of certificates [`decode_concatenated`] splits off.
+pub const MAX_CONCATENATED_CERTS: usize = 16;
+
+/// Splits `der` into concatenated DER certificates (each one complete TLV) and decodes
+/// them with [`decode_unverified`], the last one being the anchor. For the fuzzer, which
+/// feeds arbitrary bytes here.
+pub fn decode_concatenated(der: &[u8]) -> Result<Request, ChainError> {
+    let mut certs = Vec::new();
+    let mut rest = der;
+    while !rest.is_empty() && certs.len() < MAX_CONCATENATED_CERTS {
+        let len = tlv_len(rest).ok_or(ChainError::Certificate {
+            index: certs.len(),
+            source: FactsError::Malformed("truncated certificate".into()),
+        })?;
+        let (cert, tail) = rest.split_at_checked(len).ok_or(ChainError::Certificate {
+            index: certs.len(),
+            source: FactsError::Malformed("truncated certificate".into()),
+        })?;
+        certs.push(Certificate::from_der(cert.to_vec()));
+        rest = tail;
+    }
+    let anchor = certs.pop().ok_or(ChainError::TooLong)?;
+    decode_unverified(&certs, &anchor)
+}
+
+/// Total length of the DER TLV at the start of `der` (definite lengths up to 4 octets).
+fn tlv_len(der: &[u8]) -> Option<usize> {
+    let first = *der.get(1)?;
+    if first < 0x80 {
+        return usize::from(first).checked_add(2);
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let len = der
+        .get(2..2 + n)?
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    len.checked_add(2 + n)
+}
+
 /// The chain's links, leaf first, then the trust anchor (whose issuer is itself).
 fn links(
-    chain: &VerifiedChain,
+    sent: &[Certificate],
+    anchor_der: &Certificate,
     facts: &[CertificateFacts],
     anchor: &CertificateFacts,
 ) -> Vec<ChainLink> {
@@ -307,10 +357,10 @@ fn links(
     let mut links: Vec<ChainLink> = facts
         .iter()
         .zip(issuers)
-        .zip(&chain.sent)
+        .zip(sent)
         .map(|((cert, issuer), der)| link(cert, issuer, der))
         .collect();
-    links.push(link(anchor, anchor, &chain.anchor));
+    links.push(link(anchor, anchor, anchor_der));
     links
 }
 

@@ -247,6 +247,28 @@ impl Der for Wire {
     }
 }
 
+/// The fuzzer's round-trip oracle: for every top-level structure that `data` decodes as
+/// (wire message, extension, state file), re-encoding is stable — `encode(decode(encode(v)))`
+/// equals `encode(v)` for `v = decode(data)`, and decoding our own encoding never fails.
+///
+/// # Panics
+///
+/// When that property is violated; this is an oracle for the fuzzer and the tests, never
+/// called on the request path.
+pub fn check_roundtrip(data: &[u8]) {
+    fn stable<T: Der>(data: &[u8]) {
+        if let Ok(value) = T::from_der(data) {
+            let once = value.to_der();
+            let again = T::from_der(&once)
+                .unwrap_or_else(|e| panic!("our own encoding does not decode: {e}"));
+            assert_eq!(again.to_der(), once, "encoding is not stable");
+        }
+    }
+    stable::<Wire>(data);
+    stable::<Extension>(data);
+    stable::<State>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@
 //! The state directory's layout is documented in `docs/state-directory.md`.
 
 pub mod api;
+pub mod block;
+pub mod console;
 pub mod console_lines;
 mod dispatch;
 pub mod events;
