@@ -7,16 +7,26 @@ use tokio::sync::mpsc;
 
 use crate::chain::Request;
 use crate::codec::{
-    BlockCmd, Command, ConsoleCmd, InfoEntry, Payload, PolicyCmd, PolicyEntry, Success,
-    UnikernelCmd, UnikernelInfoOld4, UnikernelInfoOld5,
+    Command, ConsoleCmd, InfoEntry, Payload, PolicyCmd, PolicyEntry, Success, UnikernelCmd,
+    UnikernelInfoOld4, UnikernelInfoOld5,
 };
 use crate::executor::api::{ExecRequest, InputReceiver, OutputFrame};
+use crate::executor::blockdev::BlockReply;
+use crate::executor::console::SubscriberTag;
 use crate::executor::state::Inner;
 use crate::executor::unikernel::{UnikernelError, labelled};
 use crate::resources::PolicyOutcome;
 
 /// Prefix of the failure when a chain's policy is refused (albatross's words).
 pub const POLICY_FAILURE_PREFIX: &str = "expected success when adding policy, got: ";
+
+/// What a command answers with.
+enum Reply {
+    /// A final success frame.
+    Success(Success),
+    /// The frames were sent already (console subscriptions, block dumps).
+    Sent,
+}
 
 impl Inner {
     /// Handles one request and sends its frames to `out`; the channel closes when this
@@ -39,7 +49,8 @@ impl Inner {
             match self.apply_chain(request).await {
                 Err(text) => Payload::failure(text),
                 Ok(()) => match self.dispatch(request, input, &out).await {
-                    Ok(success) => Payload::Success(success),
+                    Ok(Reply::Success(success)) => Payload::Success(success),
+                    Ok(Reply::Sent) => return,
                     Err(text) => Payload::failure(text),
                 },
             }
@@ -85,19 +96,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Carries out the command; the final reply's success, or its failure text.
+    /// Carries out the command: the final reply's success (or that the frames were sent
+    /// already), or its failure text.
     async fn dispatch(
         self: &Arc<Self>,
         request: &Request,
         input: Option<InputReceiver>,
-        _out: &mpsc::Sender<OutputFrame>,
-    ) -> Result<Success, String> {
+        out: &mpsc::Sender<OutputFrame>,
+    ) -> Result<Reply, String> {
         let name = &request.name;
         let text = |r: Result<&'static str, UnikernelError>| {
             r.map(|s| Success::String(s.to_owned()))
                 .map_err(|e| e.to_string())
         };
-        match &request.command {
+        let success = match &request.command {
             Command::Unikernel(command) => match command {
                 UnikernelCmd::Create(config) => {
                     text(self.create(request, config.clone(), input, false).await)
@@ -140,15 +152,27 @@ impl Inner {
             },
             Command::Policy(command) => self.policy(request, command).await,
             Command::Block(command) => {
-                if !matches!(command, BlockCmd::Info) {
-                    labelled(name, "block device command").map_err(|e| e.to_string())?;
-                }
-                Err(format!("{command}: block devices are not available yet"))
+                return match self.block(request, command, input, out).await {
+                    Ok(BlockReply::Success(success)) => Ok(Reply::Success(success)),
+                    Ok(BlockReply::Sent) => Ok(Reply::Sent),
+                    Err(e) => Err(e.to_string()),
+                };
             }
             Command::Console(command) => match command {
-                ConsoleCmd::Subscribe(_) => {
+                ConsoleCmd::Subscribe(since) => {
                     labelled(name, "console subscribe").map_err(|e| e.to_string())?;
-                    Err(format!("{command}: console is not available yet"))
+                    let tag = SubscriberTag(
+                        request
+                            .chain
+                            .iter()
+                            .map(|link| format!("{}/{}", link.id.issuer_key, link.id.serial))
+                            .collect(),
+                    );
+                    // The hub sends the success reply itself, then the stream.
+                    self.console
+                        .subscribe(name, since, out.clone(), tag)
+                        .map_err(|e| e.to_string())?;
+                    return Ok(Reply::Sent);
                 }
                 ConsoleCmd::ListInactive => {
                     if !name.is_path() {
@@ -156,13 +180,14 @@ impl Inner {
                             "console list inactive needs a path, but {name} is a unikernel name"
                         ));
                     }
-                    Err(format!("{command}: console is not available yet"))
+                    Ok(Success::Consoles(self.console.list_inactive(name.path())))
                 }
                 ConsoleCmd::Add(_) => Err(format!("{command}: not accepted by petrel")),
             },
             Command::Statistics(command) => Err(format!("{command}: not supported yet")),
             Command::Revocation(command) => Err(format!("{command}: not supported yet")),
-        }
+        };
+        success.map(Reply::Success)
     }
 
     /// Policy commands (only `info` arrives over TLS; `add` and `remove` are for a local

@@ -10,6 +10,8 @@
 //! - [`Executor`]: start-up (restore and crash recovery), request handling, shutdown,
 //!   the event stream;
 //! - [`unikernel`]: create, force-create, destroy, restart, info, get;
+//! - block device commands (policy and in-use checks, provenance) on the files of
+//!   [`block`]; console subscriptions on the buffers of [`console`];
 //! - supervision: exits, restart on failure with a back-off, the `--name` fallback;
 //! - [`persist`]: the state directory, petrel's records, run records, reconciliation;
 //! - [`image`]: images streamed to disk, hashed, inflated with a bound;
@@ -23,6 +25,7 @@
 
 pub mod api;
 pub mod block;
+mod blockdev;
 pub mod console;
 pub mod console_lines;
 mod dispatch;
@@ -51,6 +54,7 @@ use crate::name::{Name, Path};
 use crate::resources::{PolicyError, Usage};
 use crate::store::StoreError;
 use api::{ExecRequest, Handler, OutputReceiver};
+pub use blockdev::BlockCommandError;
 pub use events::{Event, EventStream, Received};
 use state::Inner;
 pub use supervise::{ADD_NAME_FALLBACK_CODE, backoff, next_attempt, restart_config};
@@ -118,6 +122,9 @@ pub enum ExecError {
     /// The host's resources could not be discovered.
     #[error(transparent)]
     Host(#[from] host::HostError),
+    /// The block directory could not be opened.
+    #[error(transparent)]
+    Block(#[from] block::BlockError),
     /// A stored policy does not fit the host or the policies above it any more.
     #[error("the stored policy {path} cannot be restored: {source}")]
     Policy {

@@ -242,6 +242,17 @@ impl Records {
         self.unikernels.remove(&name.text());
     }
 
+    /// Records the chain that created block device `name`.
+    pub fn set_block(&mut self, name: &Name, chain: &[ChainLink]) {
+        let ids = chain.iter().map(|link| link.id.clone()).collect();
+        self.blocks.insert(name.text(), ids);
+    }
+
+    /// Forgets block device `name`.
+    pub fn remove_block(&mut self, name: &Name) {
+        self.blocks.remove(&name.text());
+    }
+
     /// Remembers every CA certificate of `chain`; true if one was new.
     pub fn add_ca_certificates(&mut self, chain: &[ChainLink]) -> bool {
         let mut changed = false;
@@ -257,11 +268,18 @@ impl Records {
         changed
     }
 
-    /// Drops the provenance of unikernels and policies that are not in `unikernels` or
-    /// `policies` (records written just before a crash that lost the state update).
-    pub fn retain(&mut self, unikernels: &BTreeSet<String>, policies: &BTreeSet<String>) {
+    /// Drops the provenance of unikernels, policies and block devices that do not exist
+    /// (records written just before a crash that lost the state update, block files
+    /// removed by hand).
+    pub fn retain(
+        &mut self,
+        unikernels: &BTreeSet<String>,
+        policies: &BTreeSet<String>,
+        blocks: &BTreeSet<String>,
+    ) {
         self.unikernels.retain(|name, _| unikernels.contains(name));
         self.policies.retain(|path, _| policies.contains(path));
+        self.blocks.retain(|name, _| blocks.contains(name));
     }
 }
 

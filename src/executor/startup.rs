@@ -7,9 +7,9 @@
 //!    start), copy the state file to `state.started`;
 //! 3. import: images embedded in the state file (albatross's files, any version the
 //!    codec reads) are extracted to `images/` and the state rewritten without them;
-//! 4. discover the root policy (the host), then insert the stored policies in trie
-//!    pre-order with the full checks: a policy that no longer fits refuses start-up
-//!    naming it;
+//! 4. register the block device files, discover the root policy (the host), then insert
+//!    the stored policies in trie pre-order with the full checks: a policy that no longer
+//!    fits refuses start-up naming it;
 //! 5. re-create every unikernel in start-up priority order (ties: file order), one after
 //!    another, each persisted; those not tried yet stay in the state file until they are
 //!    (E4); one that fails to start is logged, reported as an event and dropped.
@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::codec::{self, DEFAULT_STARTUP, State, UnikernelConfig};
+use crate::executor::block::BlockStore;
 use crate::executor::events::Event;
 use crate::executor::image;
 use crate::executor::net::Network;
@@ -46,8 +47,16 @@ pub(crate) async fn start(
     let mut state = read_state(&dir)?;
     extract_images(&dir, &mut state, config.limits.max_image_size).await;
 
+    let (blocks, devices) = BlockStore::open(dir.block())?;
     let root = host::root_policy(&dir.block(), network.as_ref(), &config.host)?;
     let mut resources = Resources::new(root);
+    for (name, size_mb) in devices {
+        // Only the root policy is in place yet: this fails only if the host's block
+        // storage is smaller than the devices (overridden, or the disk shrank).
+        if let Err(e) = resources.insert_block(&name, size_mb) {
+            tracing::warn!(%name, error = %e, "block device not registered");
+        }
+    }
     let mut policies = State {
         unikernels: Vec::new(),
         policies: state.policies.clone(),
@@ -86,7 +95,12 @@ pub(crate) async fn start(
         .iter()
         .map(|(name, _)| name.text())
         .collect();
-    records.retain(&unikernel_names, &policy_names);
+    let block_names = resources
+        .blocks_below(&Path::root())
+        .iter()
+        .map(|(name, _)| name.text())
+        .collect();
+    records.retain(&unikernel_names, &policy_names, &block_names);
 
     let global = Global {
         resources,
@@ -94,9 +108,10 @@ pub(crate) async fn start(
         pending: BTreeMap::new(),
         startup: order.iter().cloned().collect(),
         records,
+        busy_blocks: BTreeSet::new(),
         shutting_down: false,
     };
-    let inner = Arc::new(Inner::new(config, network, tender, global));
+    let inner = Arc::new(Inner::new(config, network, tender, blocks, global));
     inner.persist().await?;
     for (name, config) in order {
         let _lock = inner.lock_name(&name).await;

@@ -10,7 +10,7 @@
 //!   writes a snapshot taken after the previous write, so the file never goes back in
 //!   time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,6 +21,8 @@ use tokio::task::AbortHandle;
 
 use crate::codec::{self, NetInfo, State, Timestamp, TrieEntry, UnikernelConfig};
 use crate::executor::ExecutorConfig;
+use crate::executor::block::BlockStore;
+use crate::executor::console::ConsoleHub;
 use crate::executor::events::Events;
 use crate::executor::image::ImageDigest;
 use crate::executor::net::{InterfaceName, Network};
@@ -42,6 +44,10 @@ pub(crate) struct Inner {
     pub(crate) tender: Arc<dyn Tender>,
     /// The event stream.
     pub(crate) events: Events,
+    /// Block device files.
+    pub(crate) blocks: BlockStore,
+    /// Console buffers and subscriptions.
+    pub(crate) console: ConsoleHub,
     global: Mutex<Global>,
     names: NameLocks,
     persisted: tokio::sync::Mutex<Persisted>,
@@ -61,6 +67,8 @@ pub(crate) struct Global {
     pub(crate) startup: BTreeMap<Name, UnikernelConfig>,
     /// Provenance and CA certificates.
     pub(crate) records: Records,
+    /// Block devices with a set or dump in progress: not to be attached meanwhile.
+    pub(crate) busy_blocks: BTreeSet<Name>,
     /// Set by shutdown: nothing new starts, nothing is persisted on exit.
     pub(crate) shutting_down: bool,
 }
@@ -154,10 +162,16 @@ impl Inner {
         config: ExecutorConfig,
         network: Arc<dyn Network>,
         tender: Arc<dyn Tender>,
+        blocks: BlockStore,
         global: Global,
     ) -> Self {
         Self {
             dir: StateDir::new(config.state_dir.clone()),
+            console: ConsoleHub::new(
+                config.limits.console_lines,
+                config.limits.max_console_subscribers,
+            ),
+            blocks,
             config,
             network,
             tender,

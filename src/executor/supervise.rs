@@ -19,11 +19,9 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 use crate::codec::{FailBehaviour, UnikernelConfig};
-use crate::executor::console_lines::{LineSplitter, READ_SIZE};
 use crate::executor::events::Event;
 use crate::executor::state::{Inner, Pending};
 use crate::executor::tender::{ExitReason, ExitWaiter, should_restart};
@@ -61,26 +59,11 @@ impl Inner {
         });
     }
 
-    /// Reads the tender's console. The console buffers are another component's; until
-    /// they are plugged in the lines are logged, so that a tender never blocks on a full
-    /// pipe.
+    /// Hands the tender's console pipe to the console hub (ring buffer, subscribers).
     pub(crate) fn attach_console(&self, name: &Name, console: OwnedFd) {
-        let name = name.clone();
-        tokio::spawn(async move {
-            let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(console) else {
-                return;
-            };
-            let mut splitter = LineSplitter::new();
-            let mut buf = vec![0; READ_SIZE];
-            while let Ok(n) = pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                for line in splitter.push(buf.get(..n).unwrap_or_default()) {
-                    tracing::debug!(%name, %line, "console");
-                }
-            }
-        });
+        if let Err(e) = self.console.attach(name, console) {
+            tracing::error!(%name, error = %e, "could not read the console");
+        }
     }
 
     /// Handles the exit of instance `id` of `name`.

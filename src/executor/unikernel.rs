@@ -705,6 +705,12 @@ impl Inner {
             if global.running.contains_key(name) {
                 return Err(UnikernelError::AlreadyRunning);
             }
+            for device in &plan.usage.block_devices {
+                let block = Name::labelled(name.path().clone(), device.clone());
+                if global.busy_blocks.contains(&block) {
+                    return Err(ResourceError::BlockInUse(block).into());
+                }
+            }
             global
                 .resources
                 .insert_unikernel(name, plan.usage.clone())?;
