@@ -2336,3 +2336,57 @@ async fn start_up_cleans_up_after_a_crashed_instance() {
     assert_eq!(removed, [tap, orphan]);
     exec.shutdown().await;
 }
+
+#[tokio::test]
+async fn destroy_kills_a_tender_that_ignores_sigterm() {
+    let fx = Fixture::with_limits(Limits {
+        stop_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    });
+    let exec = fx.start().await;
+    let mut events = exec.events();
+    assert_eq!(
+        fx.root_ask(
+            &exec,
+            "stubborn",
+            create(unikernel(&image(&[]), &["--ignore-sigterm", "--wait"]))
+        )
+        .await,
+        ok("created unikernel")
+    );
+    let pid = started(next(&mut events).await, ":stubborn");
+    // The banner comes after the stand-in set up its signal handling.
+    let request = fx.request(
+        &fx.root,
+        "stubborn",
+        Command::Console(ConsoleCmd::Subscribe(SinceCount::Count(1))),
+    );
+    let mut console = exec.handle(ExecRequest {
+        request,
+        input: None,
+        peer: "test".into(),
+    });
+    loop {
+        let frame = tokio::time::timeout(GUARD, console.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Payload::Data(Data::Console { line, .. }) = frame.payload {
+            assert_eq!(line, BANNER);
+            break;
+        }
+    }
+    assert_eq!(
+        fx.root_ask(&exec, "stubborn", destroy()).await,
+        ok("destroyed unikernel")
+    );
+    assert_eq!(
+        next(&mut events).await,
+        Event::Signaled {
+            name: n(":stubborn"),
+            signal: 9
+        }
+    );
+    assert!(!alive(pid));
+    exec.shutdown().await;
+}

@@ -172,6 +172,10 @@ fn taps_on_two_bridges_and_foreign_interfaces_counted() {
         // A bridge that happens to be called vmmtap0 occupies that name.
         add_bridge("vmmtap0");
         let net = HostNetwork::new();
+        assert_eq!(
+            net.bridges().unwrap(),
+            [name("br0"), name("br1"), name("vmmtap0")].into()
+        );
         assert_eq!(net.create_tap(&name("br1")).unwrap(), name("vmmtap1"));
         assert_eq!(net.create_tap(&name("br0")).unwrap(), name("vmmtap2"));
         assert_eq!(master("vmmtap1"), "br1");

@@ -76,7 +76,14 @@ impl Inner {
                 name: name.clone(),
             });
         }
-        let _lock = self.lock_name(name).await;
+        // add and remove are short and serialized per name; set and dump, which stream
+        // for as long as the client takes, only mark the device busy (atomically).
+        let _lock = match command {
+            BlockCmd::Add(_) | BlockCmd::AddOld { .. } | BlockCmd::Remove => {
+                Some(self.lock_name(name).await)
+            }
+            _ => None,
+        };
         let text = match command {
             BlockCmd::Info => {
                 return Ok(BlockReply::Success(Success::BlockDevices(

@@ -15,7 +15,8 @@
 //! 6. its solo5 notes: target, the tender's ABI version, the manifest against the
 //!    configured devices;
 //! 7. every bridge exists;
-//! 8. the resources are reserved (checked again, atomically);
+//! 8. under the name's lock: step 1 again, then the resources are reserved (checked
+//!    again, atomically);
 //! 9. one tap per network device; the image is committed to `images/`; the tender is
 //!    spawned; its run record is written; it is supervised;
 //! 10. the state is persisted; the reply is sent.
@@ -345,16 +346,12 @@ impl Inner {
             "unikernel create"
         };
         let name = labelled(&request.name, command)?;
-        let _lock = self.lock_name(name).await;
         if !force {
-            let global = self.global();
-            if global.running.contains_key(name) {
-                return Err(UnikernelError::AlreadyRunning);
-            }
-            if global.pending.contains_key(name) {
-                return Err(UnikernelError::Restarting);
-            }
+            self.check_free(name)?;
         }
+        // Everything up to the bridge check has no effect on the host (the image goes to
+        // a temporary file), so it runs before the name's lock is taken: no lock is held
+        // while a client streams its image.
         let inline = std::mem::take(&mut config.image);
         let compressed = config.compressed;
         let plan = Plan::new(&self.dir, name, config)?;
@@ -377,6 +374,10 @@ impl Inner {
         .await?;
         self.inspect(image.file.path(), &plan).await?;
         self.check_bridges(&plan)?;
+        let _lock = self.lock_name(name).await;
+        if !force {
+            self.check_free(name)?;
+        }
         let replaced = force && self.remove_old(name).await;
         match self
             .launch(&plan, ImageSource::Fresh(image), 0, Launch::Started)
@@ -596,6 +597,18 @@ impl Inner {
                 exited.await.ok()
             }
         }
+    }
+
+    /// create: nothing of that name runs or waits for a restart.
+    fn check_free(&self, name: &Name) -> Result<(), UnikernelError> {
+        let global = self.global();
+        if global.running.contains_key(name) {
+            return Err(UnikernelError::AlreadyRunning);
+        }
+        if global.pending.contains_key(name) {
+            return Err(UnikernelError::Restarting);
+        }
+        Ok(())
     }
 
     /// Removes whatever runs or waits under `name` before it is replaced: stops a running
