@@ -1476,6 +1476,28 @@ async fn chain_policies_are_one_transaction() {
             ("a:b:".to_owned(), b2)
         ]
     );
+    // Console and statistics requests do not install the chain's policies (as in
+    // albatross, whose TLS endpoint forwards them only with albatrossd's commands).
+    let huge = fx
+        .root
+        .intermediate("h", &policy(1, &[0], 100_000, None, &["service"]));
+    assert_eq!(
+        fx.ask(
+            &exec,
+            &huge,
+            ".",
+            Command::Console(ConsoleCmd::ListInactive)
+        )
+        .await,
+        Payload::Success(Success::Consoles(vec![]))
+    );
+    assert_eq!(
+        fx.ask(&exec, &huge, "x", info()).await,
+        fail(
+            "expected success when adding policy, got: policy of h: not applied: \
+             policy above allows 4096 MB memory, which is fewer than 100000 MB"
+        )
+    );
     // The state file holds them (root policy included).
     let stored: Vec<String> = fx.state().policies.iter().map(|e| e.name.text()).collect();
     assert_eq!(stored, [":", "a:", "a:b:"]);

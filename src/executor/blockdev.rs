@@ -271,3 +271,58 @@ async fn blocking<T: Send + 'static>(
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_texts() {
+        let cases: Vec<(BlockCommandError, &str)> = vec![
+            (
+                BlockCommandError::PathName {
+                    command: "block add",
+                    name: Name::parse("a:").unwrap(),
+                },
+                "block add needs a block device name, but a: is a path",
+            ),
+            (
+                BlockCommandError::NotFound("set block"),
+                "set block: not found",
+            ),
+            (
+                BlockCommandError::InUse("dump block"),
+                "dump block: is in use",
+            ),
+            (
+                BlockCommandError::Resource(ResourceError::BlockExists),
+                "block device with same name already exists",
+            ),
+            (
+                BlockCommandError::Block(BlockError::StreamExceedsSize),
+                "stream exceeds size",
+            ),
+            (
+                BlockCommandError::Persist(StoreError::Truncated("/s/records".into())),
+                "could not save the state: /s/records: truncated record file",
+            ),
+            (
+                BlockCommandError::NoStream("set block"),
+                "set block: the data stream is missing",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+        let names = [
+            (BlockCmd::Info, "block info"),
+            (BlockCmd::Add(1), "block add"),
+            (BlockCmd::Remove, "block remove"),
+            (BlockCmd::Set(true), "block set"),
+            (BlockCmd::DumpOld(0), "block dump"),
+        ];
+        for (command, text) in names {
+            assert_eq!(command_name(&command), text);
+        }
+    }
+}

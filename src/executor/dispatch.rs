@@ -66,24 +66,33 @@ impl Inner {
             .await;
     }
 
-    /// Applies the chain's policies top-down as one transaction, records which
-    /// certificate presented each and the chain's CA certificates, and persists if
-    /// anything changed.
+    /// Applies the chain's policies top-down as one transaction and records which
+    /// certificate presented each — for the commands albatross forwards to albatrossd
+    /// with the chain's policies (unikernel, policy and block commands; not console or
+    /// statistics, spec names-and-policies §8) —, remembers the chain's CA certificates,
+    /// and persists if anything changed.
     async fn apply_chain(&self, request: &Request) -> Result<(), String> {
+        let with_policies = matches!(
+            request.command,
+            Command::Unikernel(_) | Command::Policy(_) | Command::Block(_)
+        );
         let changed = {
             let mut global = self.global();
-            let policies: Vec<_> = request
-                .policies
-                .iter()
-                .map(|p| (p.path.clone(), p.policy.clone()))
-                .collect();
-            let outcomes = global
-                .resources
-                .apply_policies(&policies)
-                .map_err(|e| format!("{POLICY_FAILURE_PREFIX}{e}"))?;
-            let mut changed = outcomes.contains(&PolicyOutcome::Added);
-            for policy in &request.policies {
-                changed |= global.records.set_policy(&policy.path, &policy.cert);
+            let mut changed = false;
+            if with_policies {
+                let policies: Vec<_> = request
+                    .policies
+                    .iter()
+                    .map(|p| (p.path.clone(), p.policy.clone()))
+                    .collect();
+                let outcomes = global
+                    .resources
+                    .apply_policies(&policies)
+                    .map_err(|e| format!("{POLICY_FAILURE_PREFIX}{e}"))?;
+                changed |= outcomes.contains(&PolicyOutcome::Added);
+                for policy in &request.policies {
+                    changed |= global.records.set_policy(&policy.path, &policy.cert);
+                }
             }
             changed |= global.records.add_ca_certificates(&request.chain);
             changed

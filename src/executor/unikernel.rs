@@ -1117,6 +1117,124 @@ mod tests {
     }
 
     #[test]
+    fn failure_texts() {
+        use std::path::Path;
+
+        use crate::executor::net::InterfaceName;
+        let cases: Vec<(UnikernelError, &str)> = vec![
+            (
+                UnikernelError::PathName {
+                    command: "unikernel get",
+                    name: name("a:"),
+                },
+                "unikernel get needs a unikernel name, but a: is a path",
+            ),
+            (
+                UnikernelError::AlreadyRunning,
+                "Unikernel with same name is already running",
+            ),
+            (
+                UnikernelError::Restarting,
+                "Unikernel with same name is waiting to be restarted (destroy or force-create it)",
+            ),
+            (
+                UnikernelError::Bhyve,
+                "unikernel type bhyve is not supported (petrel runs solo5 unikernels)",
+            ),
+            (UnikernelError::BridgesNotASet, "Bridge names must be a set"),
+            (UnikernelError::BlocksNotASet, "Block devices must be a set"),
+            (
+                UnikernelError::NoCpuids,
+                "no CPU id given: a unikernel needs at least one CPU",
+            ),
+            (
+                UnikernelError::CpuUnavailable {
+                    cpu: 9,
+                    available: "0, 1".into(),
+                },
+                "CPU 9 is not available on this host (available: 0, 1)",
+            ),
+            (
+                UnikernelError::Memory(-1),
+                "invalid memory size -1 MB: at least 1 MB is needed",
+            ),
+            (
+                UnikernelError::SectorSize {
+                    device: "disk".into(),
+                    size: 100,
+                },
+                "sector size 100 of block device disk is not a power of two >= 512",
+            ),
+            (
+                UnikernelError::BlockName("a b".into()),
+                "invalid block device name \"a b\": invalid label (only [a-zA-Z0-9-.] allowed, 1 to 63 chars)",
+            ),
+            (
+                UnikernelError::Name(NameError::TooLongForFile(300)),
+                "name too long (300 octets, at most 200 allowed as a file name)",
+            ),
+            (
+                UnikernelError::Resource(ResourceError::MaxUnikernels(2)),
+                "maximum amount of unikernels (2) reached",
+            ),
+            (
+                UnikernelError::Image(ImageError::StreamClosed),
+                "image stream ended before its terminator",
+            ),
+            (
+                UnikernelError::Manifest(ManifestError::NotElf),
+                "not an ELF image",
+            ),
+            (
+                UnikernelError::Spt,
+                "unsupported solo5 target spt (this host runs hvt unikernels)",
+            ),
+            (
+                UnikernelError::Machine {
+                    image: "aarch64",
+                    host: "x86_64",
+                },
+                "the image is for aarch64, this host is x86_64",
+            ),
+            (
+                UnikernelError::Abi(TenderError::VersionOutput {
+                    expected: 3,
+                    output: "ABI version 2".into(),
+                }),
+                "unexpected solo5 tender --version output, expected one line with 'ABI version 3', got ABI version 2",
+            ),
+            (
+                UnikernelError::Net(NetError::NoSuchInterface(
+                    InterfaceName::parse("br9").unwrap(),
+                )),
+                "interface br9 does not exist",
+            ),
+            (
+                UnikernelError::Spawn(TenderError::Injected("boom".into())),
+                "could not start the tender: injected failure: boom",
+            ),
+            (
+                UnikernelError::ImageMissing(name(":x")),
+                "the image of :x is missing",
+            ),
+            (
+                UnikernelError::Persist(StoreError::Truncated(Path::new("/s/records").into())),
+                "could not save the state: /s/records: truncated record file",
+            ),
+            (UnikernelError::DestroyNotFound, "destroy: not found"),
+            (UnikernelError::RestartNotRunning, "restart: not running"),
+            (UnikernelError::GetNotFound, "get: no unikernel found"),
+            (
+                UnikernelError::ShuttingDown,
+                "the executor is shutting down",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+
+    #[test]
     fn restart_arguments_replace_all_but_type_and_image() {
         let current = UnikernelConfig {
             image: vec![9],
