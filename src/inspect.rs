@@ -22,6 +22,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::codec::{
     self, DecodeError, FrameLength, MAX_FRAMEABLE, decode_frame_header, decode_state, decode_wire,
@@ -33,6 +34,10 @@ use crate::pki::{CertificateFacts, CrlError, FactsError, ParsedCrl, ParsedCsr, P
 /// Largest input inspected. A state file carries every unikernel's (compressed) image,
 /// so this is generous; certificates and CSRs are at most 16 MiB of DER (32 MiB as PEM).
 pub const MAX_INSPECT_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Albatross extension values up to this many octets are shown in full as hex; longer
+/// ones (a create with an embedded image, up to 16 MiB) as their length and SHA-256.
+pub const MAX_HEX_VALUE: usize = 1024;
 
 /// PEM labels of requests.
 const CSR_LABELS: [&str; 2] = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"];
@@ -267,14 +272,24 @@ fn extension_item(ext: &codec::Extension) -> Result<Value, InspectError> {
 }
 
 /// An albatross extension as found in a certificate or CSR: its critical flag and hex
-/// value, then either the decoded `version`, `command` and `summary`, or the `error`.
+/// value (or length and digest, see [`MAX_HEX_VALUE`]), then either the decoded
+/// `version`, `command` and `summary`, or the `error`.
 fn albatross(ext: &AlbatrossExtension) -> Value {
     let mut object = Map::new();
     object.insert("critical".to_owned(), Value::Bool(ext.critical));
-    object.insert(
-        "value_hex".to_owned(),
-        Value::String(hex::encode(&ext.value)),
-    );
+    if ext.value.len() <= MAX_HEX_VALUE {
+        object.insert(
+            "value_hex".to_owned(),
+            Value::String(hex::encode(&ext.value)),
+        );
+    } else {
+        object.insert("value_length".to_owned(), Value::from(ext.value.len()));
+        let digest = Sha256::digest(&ext.value);
+        object.insert(
+            "value_sha256".to_owned(),
+            Value::String(hex::encode(digest)),
+        );
+    }
     match codec::decode_extension(&ext.value) {
         Ok(decoded) => {
             object.insert("version".to_owned(), Value::from(codec::VERSION));
@@ -447,6 +462,31 @@ mod tests {
             matches!(error, InspectError::UnrecognisedDer { .. }),
             "{error}"
         );
+    }
+
+    #[test]
+    fn long_extension_values_are_summarised() {
+        let short = AlbatrossExtension {
+            critical: false,
+            value: hex("30 0C 02 01 05 A0 07 A2 05 A1 03 02 01 14"),
+        };
+        assert_eq!(
+            albatross(&short)["value_hex"],
+            "300c020105a007a205a103020114"
+        );
+        let long = AlbatrossExtension {
+            critical: true,
+            value: vec![0; MAX_HEX_VALUE + 1],
+        };
+        let value = albatross(&long);
+        assert_eq!(value["value_length"], MAX_HEX_VALUE + 1);
+        assert_eq!(
+            value["value_sha256"],
+            hex::encode(Sha256::digest(vec![0; MAX_HEX_VALUE + 1]))
+        );
+        assert_eq!(value.get("value_hex"), None);
+        assert_eq!(value["critical"], true);
+        assert!(!value["error"].as_str().unwrap().is_empty());
     }
 
     #[test]
