@@ -1205,3 +1205,133 @@ fn generated_test_image_passes_the_manifest_check() {
     );
     assert!(d.join("small.req").exists());
 }
+
+#[test]
+fn restart_with_new_arguments() {
+    let dir = pki();
+    let d = dir.path();
+    let run = petrel(
+        d,
+        &remote("127.0.0.1:9", &["restart", "web", "--mem", "64"]),
+    );
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (
+            124,
+            "petrel: unikernel settings are only sent with --replace-arguments\n"
+        )
+    );
+    let server = TestServer::start(
+        &identity(d),
+        false,
+        vec![reply(":web", Payload::success_string("created unikernel"))],
+    );
+    let run = ok(
+        d,
+        &remote(
+            &server.destination(),
+            &[
+                "restart",
+                "web",
+                "--replace-arguments",
+                "--mem",
+                "64",
+                "--cpu",
+                "1",
+                "--arg",
+                "--x=1",
+                "--net",
+                "service:br0",
+                "--startup",
+                "3",
+            ],
+        ),
+    );
+    assert_eq!(run.stdout, "created unikernel\n");
+    assert_eq!(
+        check_destination_leaf(d, &server.observed(), "web"),
+        Command::Unikernel(UnikernelCmd::Restart(codec::RestartArgs::Arguments(
+            codec::UnikernelArguments {
+                fail_behaviour: FailBehaviour::Quit,
+                startup: Some(3),
+                add_name: true,
+                cpuids: [1].into(),
+                memory: 64,
+                blocks: Vec::new(),
+                bridges: vec![NetDeviceSpec {
+                    netif: "service".into(),
+                    bridge: Some("br0".into()),
+                    mac: None
+                }],
+                arguments: Some(vec!["--x=1".into()]),
+                cpus: 1,
+                linux_boot_partition: None,
+            }
+        )))
+    );
+}
+
+#[test]
+fn destination_dash_prints_the_chain() {
+    let dir = pki();
+    let d = dir.path();
+    let run = ok(d, &remote("-", &["destroy", "web"]));
+    let chain = Certificate::from_pem_chain(&run.stdout).unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1], certificates(&d.join("user.pem"))[0]);
+    assert_eq!(
+        command_of(&chain[0]),
+        Command::Unikernel(UnikernelCmd::Destroy)
+    );
+}
+
+#[test]
+fn certificate_streams_data_for_a_signed_block_set() {
+    let dir = pki();
+    let d = dir.path();
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+    std::fs::write(d.join("disk.img"), &content).unwrap();
+    let run = ok(d, &["block-set", "disk", "disk.img", "--csr"]);
+    assert_eq!(
+        run.stderr,
+        "petrel: the request does not contain disk.img; once signed, send it with `petrel certificate CERT KEY --data disk.img`\n"
+    );
+    ok(d, &["sign", "user.pem", "db.txt", "user.key", "disk.req"]);
+    assert_eq!(
+        command_of(&certificates(&d.join("disk.pem"))[0]),
+        Command::Block(BlockCmd::Set(true))
+    );
+    // Without the data, nothing is sent.
+    let run = petrel(
+        d,
+        &["certificate", "disk.pem", "disk.key", "-d", "127.0.0.1:9"],
+    );
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (
+            124,
+            "petrel: the command block set streams the block data after the handshake: give the file with --data\n"
+        )
+    );
+    let server = TestServer::start(
+        &identity(d),
+        true,
+        vec![reply(":disk", Payload::success_string("set block device"))],
+    );
+    let run = ok(
+        d,
+        &[
+            "certificate",
+            "disk.pem",
+            "disk.key",
+            "-d",
+            &server.destination(),
+            "--data",
+            "disk.img",
+        ],
+    );
+    assert_eq!(run.stdout, "set block device\n");
+    let observed = server.observed();
+    assert!(observed.terminated);
+    assert_eq!(inflate(&observed.chunks.concat()), content);
+}

@@ -17,7 +17,9 @@ use petrel::client::ca::{
     self, DEFAULT_CA_DAYS, DEFAULT_SERVER_DAYS, DEFAULT_SERVER_NAME, GenerateOptions, SignOptions,
 };
 use petrel::client::csr::write_request;
-use petrel::client::remote::{self, Connection, Issuing, Output, Request, progress_mode};
+use petrel::client::remote::{
+    self, CertificateRequest, Connection, Issuing, Output, Request, progress_mode,
+};
 use petrel::client::reply::Format;
 use petrel::client::request::{
     DEFAULT_COMPRESSION_LEVEL, Destination, UnikernelOptions, compression_level, parse_block,
@@ -33,8 +35,8 @@ use petrel::executor::manifest::{check_manifest, read_image_file};
 use petrel::inspect;
 use petrel::limits::MAX_IMAGE_SIZE;
 use petrel::name::{Name, Path as NamePath};
-use petrel::pki::KeyType;
 use petrel::pki::keys::KeyOrigin;
+use petrel::pki::{KeyType, Profile};
 use petrel::policy::Policy;
 
 /// The petrel client: deploy and manage unikernels on petrel (or albatross) TLS
@@ -316,7 +318,8 @@ struct InfoArgs {
 
 #[derive(Debug, Args)]
 struct PolicyArgs {
-    /// Path whose policies are shown; default: the issuing CA's own path.
+    /// Path of the policies shown (all policies below it are listed); the default, the
+    /// issuing CA's own path, is the only path a request certificate can name.
     #[arg(value_parser = parse_path, conflicts_with = "path_option")]
     path: Option<Name>,
     /// The same as PATH (albatross-client's spelling).
@@ -547,8 +550,14 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             None,
         ),
         Cmd::Restart(args) => {
+            let options = args.unikernel.options();
             let restart = if args.replace_arguments {
-                RestartArgs::Arguments(args.unikernel.options().arguments()?)
+                RestartArgs::Arguments(options.arguments().map_err(ClientError::from)?)
+            } else if options != UnikernelOptions::default() {
+                return Err(ClientError::usage(
+                    "unikernel settings are only sent with --replace-arguments",
+                )
+                .into());
             } else {
                 RestartArgs::NoArguments
             };
@@ -577,7 +586,9 @@ fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::AddPolicy(args) => add_policy(args),
         Cmd::Console(args) => {
             let since_count = match &args.since {
-                Some(since) => SinceCount::Since(parse_since(since, now)?),
+                Some(since) => {
+                    SinceCount::Since(parse_since(since, now).map_err(ClientError::from)?)
+                }
                 None => SinceCount::Count(args.count),
             };
             request(
@@ -636,7 +647,7 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             let level = args.compression_level.unwrap_or(DEFAULT_COMPRESSION_LEVEL);
             let file = args
                 .file
-                .unwrap_or_else(|| default_dump_file(&args.name, now));
+                .unwrap_or_else(|| remote::default_dump_file(&args.name, now));
             request(
                 args.name,
                 Command::Block(BlockCmd::Dump(i64::from(level))),
@@ -700,9 +711,15 @@ fn sign(args: SignArgs, dir: PathBuf, now: time::OffsetDateTime) -> anyhow::Resu
         Some(command) => format!("{command}"),
         None => "no albatross extension".to_owned(),
     };
+    let profile = match signed.profile {
+        Profile::RootCa => "root CA",
+        Profile::IntermediateCa => "intermediate CA",
+        Profile::Server => "server",
+        Profile::Leaf | Profile::DestinationLeaf => "client",
+    };
     println!(
-        "signed {:?} certificate {} ({what}), serial {}",
-        signed.profile, signed.common_name, signed.serial
+        "signed {profile} certificate {} ({what}), serial {}",
+        signed.common_name, signed.serial
     );
     println!("wrote {}", signed.chain_file.display());
     Ok(())
@@ -726,14 +743,24 @@ fn create(args: CreateArgs, force_create: bool) -> anyhow::Result<()> {
         } else {
             bytes
         };
-        (options.config(image, level > 0)?, None)
+        (
+            options
+                .config(image, level > 0)
+                .map_err(ClientError::from)?,
+            None,
+        )
     } else {
         let upload = Upload {
             path: args.image.clone(),
             level,
             progress: progress_mode(args.progress),
         };
-        (options.config(Vec::new(), level > 0)?, Some(upload))
+        (
+            options
+                .config(Vec::new(), level > 0)
+                .map_err(ClientError::from)?,
+            Some(upload),
+        )
     };
     let command = if args.force || force_create {
         UnikernelCmd::ForceCreate(config)
@@ -791,14 +818,6 @@ fn add_policy(args: AddPolicyArgs) -> anyhow::Result<()> {
         &args.target,
         None,
     )
-}
-
-/// `<tmpdir>/<name><time>` (albatross-client's default dump file).
-fn default_dump_file(name: &Name, now: time::OffsetDateTime) -> PathBuf {
-    let time = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    std::env::temp_dir().join(format!("{}{time}", name.text()))
 }
 
 /// Writes a CSR (`--csr`) or runs the request against `--destination`.
@@ -861,43 +880,11 @@ fn certificate(args: CertificateArgs) -> anyhow::Result<()> {
         server_ca: args.server_ca,
         server_name: args.server_name,
     };
-    let chain = ca::read_certificates(&args.cert)?;
-    let command = chain
-        .first()
-        .and_then(|leaf| leaf.facts().ok())
-        .and_then(|facts| facts.albatross.first().cloned())
-        .and_then(|ext| petrel::codec::decode_extension(&ext.value).ok())
-        .map(|ext| ext.command);
-    let stream_compressed = match &command {
-        Some(Command::Unikernel(UnikernelCmd::Create(c) | UnikernelCmd::ForceCreate(c))) => {
-            c.compressed
-        }
-        Some(Command::Block(BlockCmd::Set(compressed))) => *compressed,
-        _ => false,
-    };
-    let upload = args.data.map(|path| Upload {
-        path,
-        level: if stream_compressed {
-            DEFAULT_COMPRESSION_LEVEL
-        } else {
-            0
-        },
+    let request = CertificateRequest {
+        chain: args.cert,
+        key: args.key,
+        data: args.data,
         progress: progress_mode(args.progress),
-    });
-    let dump_to = match &command {
-        Some(Command::Block(BlockCmd::Dump(_))) => Some(args.output.unwrap_or_else(|| {
-            let leaf = chain
-                .first()
-                .and_then(|c| c.facts().ok())
-                .map(|f| match f.common_name {
-                    petrel::pki::CommonName::One(cn) => cn,
-                    _ => "block".to_owned(),
-                })
-                .unwrap_or_else(|| "block".to_owned());
-            let name = Name::parse(&leaf).unwrap_or_else(|_| Name::root());
-            default_dump_file(&name, petrel::pki::now_utc())
-        })),
-        _ => None,
     };
     let output = Output {
         format: if args.json {
@@ -905,8 +892,8 @@ fn certificate(args: CertificateArgs) -> anyhow::Result<()> {
         } else {
             Format::Text
         },
-        dump_to,
+        dump_to: args.output,
     };
-    remote::run_certificate(&connection, &args.cert, &args.key, upload.as_ref(), &output)?;
+    remote::run_certificate(&connection, &request, &output)?;
     Ok(())
 }

@@ -3,21 +3,23 @@
 //! chain locally against `--server-ca`, connect, stream the image or block data, read and
 //! print the replies. [`run_certificate`] does the same with an existing signed chain.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::ca::{profile_for, read_certificates};
 use super::reply::{self, Format, Printer};
-use super::request::{Destination, ReplyMode, StreamKind, ca_policy, request_common_name};
+use super::request::{
+    DEFAULT_COMPRESSION_LEVEL, Destination, ReplyMode, StreamKind, ca_policy, request_common_name,
+};
 use super::upload::{self, ProgressMode, Upload, UploadError};
 use super::{ClientError, read_bounded, tls};
 use crate::codec::{self, Command};
 use crate::limits::MAX_IMAGE_SIZE;
 use crate::name::Name;
 use crate::pki::cert::{self, CaIssuer, Certificate, CertificateTemplate, Criticality, Serial};
-use crate::pki::{KeyType, PrivateKey, Profile, Subject, Validity, keys};
+use crate::pki::{CommonName, KeyType, PrivateKey, Profile, Subject, Validity, keys};
 use crate::verify::{MAX_CA_FILE_SIZE, TrustAnchors};
 
 /// Largest leaf certificate made (albatross-client's limit: a TLS Certificate message
@@ -151,17 +153,30 @@ pub fn run(
     )
 }
 
+/// What `certificate CERT KEY` sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRequest {
+    /// The chain file, leaf first (e.g. `<CN>.pem` from `sign`).
+    pub chain: PathBuf,
+    /// The leaf's key.
+    pub key: PathBuf,
+    /// The file streamed after the handshake, if the leaf's command streams one
+    /// (compressed with level 9 if the command says the stream is compressed).
+    pub data: Option<PathBuf>,
+    /// Whether a progress line is printed while streaming.
+    pub progress: ProgressMode,
+}
+
 /// `certificate CERT KEY`: connects with an existing chain (made by `sign`) and reads the
-/// replies its leaf's command calls for; `upload` is streamed if the command needs it.
+/// replies its leaf's command calls for (a block dump goes to `output.dump_to`, or to
+/// [`default_dump_file`]).
 pub fn run_certificate(
     connection: &Connection,
-    chain_file: &Path,
-    key_file: &Path,
-    upload: Option<&Upload>,
+    request: &CertificateRequest,
     output: &Output,
 ) -> Result<(), ClientError> {
-    let chain = read_certificates(chain_file)?;
-    let key = keys::load_key_file(key_file)?;
+    let chain = read_certificates(&request.chain)?;
+    let key = keys::load_key_file(&request.key)?;
     let leaf = chain
         .first()
         .ok_or_else(|| ClientError::usage("no certificate in the chain file"))?;
@@ -169,29 +184,53 @@ pub fn run_certificate(
     if !facts.public_key.same_key(key.public_key()) {
         return Err(crate::pki::PkiError::KeyMismatch.into());
     }
-    let command = match facts.albatross.first() {
-        Some(ext) => {
-            codec::decode_extension(&ext.value)
-                .map_err(|e| {
-                    ClientError::usage(format!("couldn't parse albatross extension: {e}"))
-                })?
-                .command
-        }
-        None => {
-            return Err(ClientError::usage(
-                "leaf certificate does not contain an albatross extension",
-            ));
-        }
+    let Some(ext) = facts.albatross.first() else {
+        return Err(ClientError::usage(
+            "leaf certificate does not contain an albatross extension",
+        ));
     };
+    let command = codec::decode_extension(&ext.value)
+        .map_err(|e| ClientError::usage(format!("couldn't parse albatross extension: {e}")))?
+        .command;
+    let compressed = match StreamKind::of(&command) {
+        StreamKind::Image { compressed } | StreamKind::BlockData { compressed } => compressed,
+        StreamKind::None => false,
+    };
+    let upload = request.data.as_ref().map(|path| Upload {
+        path: path.clone(),
+        level: if compressed {
+            DEFAULT_COMPRESSION_LEVEL
+        } else {
+            0
+        },
+        progress: request.progress,
+    });
+    let now = crate::pki::now_utc();
+    let mut output = output.clone();
+    if ReplyMode::of(&command) == ReplyMode::Dump && output.dump_to.is_none() {
+        let name = match &facts.common_name {
+            CommonName::One(cn) => Name::parse(cn).unwrap_or_else(|_| Name::root()),
+            _ => Name::root(),
+        };
+        output.dump_to = Some(default_dump_file(&name, now));
+    }
     let prepared = PreparedChain { chain, key };
     exchange(
         connection,
         &prepared,
         &command,
-        upload,
-        output,
-        crate::pki::now_utc(),
+        upload.as_ref(),
+        &output,
+        now,
     )
+}
+
+/// albatross-client's block dump file: `<temporary directory>/<name><RFC 3339 time>`.
+pub fn default_dump_file(name: &Name, now: OffsetDateTime) -> PathBuf {
+    let time = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    std::env::temp_dir().join(format!("{}{time}", name.text()))
 }
 
 /// The stream `command` calls for, checked against what the caller gives.
@@ -439,6 +478,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.to_string(), LEAF_TOO_BIG);
+    }
+
+    #[test]
+    fn default_dump_files() {
+        let path = default_dump_file(&Name::parse("disk").unwrap(), now());
+        assert_eq!(path, std::env::temp_dir().join(":disk2025-06-01T12:00:00Z"));
     }
 
     #[test]
