@@ -2,6 +2,19 @@
 //! `spec/wire.md` §7–8): frames are read according to the command's [`ReplyMode`]; a
 //! `failure` ends the exchange with exit 117, and a connection that ends before the
 //! final frame is an error (Note T1), never a success.
+//!
+//! The frames come from the network: reading them never panics and allocates at most
+//! [`MAX_REPLY_FRAME_SIZE`] per frame.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 
 use std::fs::File;
 use std::io::{self, Write};
