@@ -15,8 +15,10 @@
 
 pub mod auth;
 pub mod chain;
+pub mod client;
 pub mod codec;
 pub mod executor;
+pub mod inspect;
 pub mod limits;
 pub mod name;
 pub mod pki;

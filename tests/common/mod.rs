@@ -4,3 +4,4 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod tls_server;
