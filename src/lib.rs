@@ -13,9 +13,11 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod chain;
 pub mod codec;
+pub mod dev;
 pub mod executor;
 pub mod limits;
 pub mod name;
@@ -23,6 +25,8 @@ pub mod pki;
 pub mod policy;
 pub mod resources;
 pub mod revocation;
+pub mod server;
 pub mod store;
+pub mod tls;
 pub mod trie;
 pub mod verify;
