@@ -88,7 +88,7 @@ struct Args {
     #[arg(long, conflicts_with = "inetd")]
     systemd_socket_activation: bool,
     /// Serve the one connection on standard input (inetd); logs go to --log-file or
-    /// nowhere.
+    /// nowhere. Unikernels are left running when the connection ends.
     #[arg(long)]
     inetd: bool,
 
@@ -388,7 +388,7 @@ async fn serve(
         }
     };
 
-    match source {
+    let stop_tenders = match source {
         Ready::Inetd(stream) => {
             stream.set_nonblocking(true).context("--inetd socket")?;
             let stream = tokio::net::TcpStream::from_std(stream).context("--inetd socket")?;
@@ -399,6 +399,9 @@ async fn serve(
                 () = server.serve_one(stream, peer) => {}
                 signal = stop => tracing::info!(signal, "stopping"),
             }
+            // One process per connection: the unikernels outlive it (the next process
+            // finds them running), so they are not stopped here.
+            false
         }
         Ready::Listener(listener) => {
             listener.set_nonblocking(true).context("listening socket")?;
@@ -419,9 +422,12 @@ async fn serve(
             if let Ok(signal) = stopped_rx.await {
                 tracing::info!(signal, "stopping: no new connections");
             }
+            true
         }
+    };
+    if stop_tenders {
+        executor.shutdown().await;
     }
-    executor.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     tracing::info!("stopped");
     Ok(())
