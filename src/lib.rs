@@ -13,16 +13,22 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod chain;
+pub mod client;
 pub mod codec;
+pub mod dev;
 pub mod executor;
+pub mod inspect;
 pub mod limits;
 pub mod name;
 pub mod pki;
 pub mod policy;
 pub mod resources;
 pub mod revocation;
+pub mod server;
 pub mod store;
+pub mod tls;
 pub mod trie;
 pub mod verify;

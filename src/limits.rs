@@ -36,8 +36,32 @@ pub const MAX_HANDSHAKES: usize = 64;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Time allowed between two frames or chunks of a stream before the connection is
-/// dropped with a failure.
+/// dropped with a failure. Writes to a client that stopped reading are bounded by the same
+/// time, so a stalled reader cannot hold a console stream or a connection forever.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time a new connection has to send its first octet before it takes a handshake slot.
+/// Idle peers hold only a connection slot (a socket, no TLS state) and are dropped after
+/// this; a real client sends its ClientHello right after connecting, so 10 s covers
+/// slow links while keeping hundreds of idle sockets from piling up.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a connection may wait for one of the [`MAX_HANDSHAKES`] slots. Slots free up at
+/// least every [`HANDSHAKE_TIMEOUT`], and waiters are served first come, first served, so
+/// a legitimate client queued behind stalled handshakes gets its turn; the bound keeps the
+/// queue from growing without end under a flood.
+pub const HANDSHAKE_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// After a refusal or an abandoned input stream, the client may still be sending: the
+/// server keeps reading (and discarding) for at most this long after its close_notify so
+/// that closing with unread data does not reset the connection before the client has read
+/// the failure frame. Short, since the reply is already on its way.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Audit records queued for the writer; beyond this the server counts and logs dropped
+/// records instead of waiting for the disk. Records are a few hundred octets, so the queue
+/// holds well under 1 MB.
+pub const AUDIT_QUEUE: usize = 4096;
 
 /// Console history kept per unikernel, in lines (albatross: 1024).
 pub const CONSOLE_LINES: usize = 1024;
@@ -85,6 +109,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// See [`IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
+    /// See [`FIRST_BYTE_TIMEOUT`].
+    pub first_byte_timeout: Duration,
+    /// See [`HANDSHAKE_QUEUE_TIMEOUT`].
+    pub handshake_queue_timeout: Duration,
     /// See [`CONSOLE_LINES`].
     pub console_lines: usize,
     /// See [`MAX_CONSOLE_SUBSCRIBERS`].
@@ -111,6 +139,8 @@ impl Default for Limits {
             max_handshakes: MAX_HANDSHAKES,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            first_byte_timeout: FIRST_BYTE_TIMEOUT,
+            handshake_queue_timeout: HANDSHAKE_QUEUE_TIMEOUT,
             console_lines: CONSOLE_LINES,
             max_console_subscribers: MAX_CONSOLE_SUBSCRIBERS,
             stop_timeout: STOP_TIMEOUT,

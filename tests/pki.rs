@@ -1609,3 +1609,27 @@ proptest! {
 thread_local! {
     static SAMPLES: (Vec<u8>, Vec<u8>, Vec<u8>) = sample_inputs();
 }
+
+/// Keys petrel writes are readable by the system's OpenSSL command line (3.0 on Debian
+/// cannot read ring's PKCS#8 v2 Ed25519 form), so operators can use them with `openssl ca`.
+#[test]
+fn written_keys_are_readable_by_the_openssl_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for key_type in [KeyType::Ed25519, KeyType::P256, KeyType::Rsa2048] {
+        let key = PrivateKey::generate(key_type).unwrap();
+        let path = dir.path().join(format!("{key_type:?}.key"));
+        std::fs::write(&path, key.to_pem()).unwrap();
+        let out = Command::new("openssl")
+            .args(["pkey", "-noout", "-in"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{key_type:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again = PrivateKey::from_pem(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(again.public_key().same_key(key.public_key()));
+    }
+}

@@ -279,9 +279,16 @@ impl PrivateKey {
         Ok(Self { pair, public })
     }
 
-    /// The key as PEM PKCS#8.
+    /// The key as PEM PKCS#8, in the form OpenSSL writes (for Ed25519 the RFC 8410
+    /// version-1 structure without the public key: ring produces version 2, which the
+    /// OpenSSL 3.0 command line cannot read). Falls back to ring's form if OpenSSL
+    /// cannot re-encode the key.
     pub fn to_pem(&self) -> String {
-        self.pair.serialize_pem()
+        openssl::pkey::PKey::private_key_from_pkcs8(&self.pair.serialize_der())
+            .and_then(|key| key.private_key_to_pem_pkcs8())
+            .ok()
+            .and_then(|pem| String::from_utf8(pem).ok())
+            .unwrap_or_else(|| self.pair.serialize_pem())
     }
 
     /// The public key.

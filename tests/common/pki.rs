@@ -92,6 +92,15 @@ impl Ca {
         }
     }
 
+    /// A CA from an existing issuer (e.g. one read from files), issuing at `now`.
+    pub fn from_issuer(issuer: CaIssuer, now: OffsetDateTime) -> Self {
+        Self {
+            issuer,
+            now,
+            rng: std::cell::RefCell::new(rand::rngs::StdRng::from_entropy()),
+        }
+    }
+
     /// A root CA at the fixed clock.
     pub fn root(cn: &str) -> Self {
         Self::root_at(cn, fixed_now())

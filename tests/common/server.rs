@@ -1,0 +1,317 @@
+//! Servers for tests: an in-process [`petrel::server::Server`] with any handler, and the
+//! real `petrel-endpoint` binary, both on loopback with a fresh PKI.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use petrel::audit::{AUDIT_FILE, AuditLog};
+use petrel::executor::api::Handler;
+use petrel::limits::Limits;
+use petrel::pki::{
+    self, AltName, Certificate, CertificateTemplate, Criticality, KeyType, PrivateKey, Profile,
+    Serial, Subject, Validity,
+};
+use petrel::revocation::RevocationStore;
+use petrel::server::{Server, SharedRevocations};
+use petrel::tls::Acceptor;
+use petrel::verify::TrustAnchors;
+
+use super::pki::Ca;
+
+/// How long a test waits for a server to start or for a record to appear (a safety net,
+/// not a measurement).
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A server certificate for `localhost`/`127.0.0.1` issued by `ca`, and its key.
+pub fn server_certificate(ca: &Ca) -> (Certificate, PrivateKey) {
+    let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let alt = [
+        AltName::Dns("localhost".to_owned()),
+        AltName::Ip("127.0.0.1".parse().unwrap()),
+    ];
+    let template = CertificateTemplate {
+        profile: Profile::Server,
+        subject: Subject::CommonName("localhost"),
+        public_key: key.public_key(),
+        albatross: None,
+        albatross_criticality: Criticality::NonCritical,
+        alt_names: &alt,
+        validity: Validity::for_profile(ca.now, Profile::Server),
+        serial: Serial::random(&mut rand::thread_rng()),
+    };
+    (pki::cert::issue(&template, &ca.issuer).unwrap(), key)
+}
+
+/// An in-process server on a loopback port, running in its own thread and runtime.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The CA client chains are verified against (it also issued the server certificate).
+    pub ca: Ca,
+    /// The audit log file.
+    pub audit_path: PathBuf,
+    _dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `handler` and `limits`.
+    pub fn start(handler: Arc<dyn Handler>, limits: Limits) -> Self {
+        let revocations = Arc::new(SharedRevocations::new(RevocationStore::new()));
+        Self::start_with(handler, limits, revocations)
+    }
+
+    /// Starts a server with `handler`, `limits` and a revocation store the test controls.
+    pub fn start_with(
+        handler: Arc<dyn Handler>,
+        limits: Limits,
+        revocations: Arc<SharedRevocations>,
+    ) -> Self {
+        let ca = Ca::root_now("test-ca");
+        let (cert, key) = server_certificate(&ca);
+        let anchors = TrustAnchors::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        let acceptor = Acceptor::new(
+            &anchors,
+            cert.pem().as_bytes(),
+            key.to_pem().as_bytes(),
+            limits.max_chain_size,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let audit_path = dir.path().join(AUDIT_FILE);
+        let audit = AuditLog::open(&audit_path, 64).unwrap();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let server = Server::new(acceptor, handler, revocations, audit.clone(), limits);
+                server
+                    .serve(listener, async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await;
+                let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        });
+        Self {
+            addr,
+            ca,
+            audit_path,
+            _dir: dir,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The audit log's records once there are at least `n`.
+    pub fn audit(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_for_audit(&self.audit_path, n)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The records of the audit log at `path`, once there are at least `n`.
+pub fn wait_for_audit(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if records.len() >= n {
+            return records;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "audit log has {} records, expected {n}:\n{text}",
+            records.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `petrel-endpoint` binary, stopped with SIGTERM when dropped.
+pub struct Endpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its working directory (PKI files; the state directory is `state/` below it).
+    pub dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// The endpoint binary.
+pub fn endpoint_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_petrel-endpoint")
+}
+
+/// The stand-in tender binary.
+pub fn stand_in_tender() -> &'static str {
+    env!("CARGO_BIN_EXE_petrel-stand-in-tender")
+}
+
+impl Endpoint {
+    /// Starts the binary with a CA file holding `ca`'s certificate, a server certificate
+    /// issued by `ca`, a temporary state directory, the stand-in tender, and `extra`
+    /// arguments; waits until it listens.
+    pub fn start(ca: &Ca, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = server_certificate(ca);
+        std::fs::write(dir.path().join("cacert.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), key.to_pem()).unwrap();
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "cacert.pem".into(),
+            "server.pem".into(),
+            "server.key".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--state-dir".into(),
+            "state".into(),
+            "--tender".into(),
+            stand_in_tender().into(),
+            "--log-level".into(),
+            "info".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut endpoint = Self::spawn(dir.path(), &args, port);
+        endpoint._owned = Some(dir);
+        endpoint
+    }
+
+    /// Starts the binary with `args` in `dir` and waits for `listening` on `port`.
+    pub fn spawn(dir: &Path, args: &[String], port: u16) -> Self {
+        let mut child = Command::new(endpoint_binary())
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = collect(child.stderr.take().unwrap());
+        let stdout = collect(child.stdout.take().unwrap());
+        let endpoint = Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            dir: dir.to_path_buf(),
+            _owned: None,
+            child,
+            log,
+            stdout,
+        };
+        endpoint.wait_for_log(&format!("listening address=127.0.0.1:{port}"));
+        endpoint
+    }
+
+    /// The first log line containing `needle`, waiting for it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        wait_for_line(&self.log, needle, "log")
+    }
+
+    /// The first line of standard output containing `needle`, waiting for it.
+    pub fn wait_for_stdout(&self, needle: &str) -> String {
+        wait_for_line(&self.stdout, needle, "stdout")
+    }
+
+    /// Everything printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// The audit log's records once there are at least `n`.
+    pub fn audit(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_for_audit(&self.state_dir().join(AUDIT_FILE), n)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Stops the endpoint with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status;
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    lines
+}
+
+fn wait_for_line(lines: &Mutex<Vec<String>>, needle: &str, what: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no {what} line with {needle:?}:\n{}",
+            lines.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
