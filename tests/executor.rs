@@ -1905,6 +1905,19 @@ async fn a_restarted_executor_restores_the_same_unikernels() {
     }
     let state = fs::read(fx.path("state")).unwrap();
     let records = fx.records();
+    // One executor per state directory: a second would run everything twice.
+    let err = Executor::start(fx.config(), fx.net.clone(), Arc::new(ProcessTender))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the state directory {} is in use by another petrel process",
+            fx.state_dir().display()
+        )
+    );
+    assert!(pids.iter().all(|&pid| alive(pid)));
 
     // SIGTERM of the endpoint: tenders stopped, taps removed, the state file kept.
     exec.shutdown().await;

@@ -122,6 +122,9 @@ pub enum ExecError {
     /// The host's resources could not be discovered.
     #[error(transparent)]
     Host(#[from] host::HostError),
+    /// Another process uses the state directory.
+    #[error(transparent)]
+    Lock(#[from] persist::LockError),
     /// The block directory could not be opened.
     #[error(transparent)]
     Block(#[from] block::BlockError),
@@ -157,7 +160,8 @@ impl Executor {
 
     /// Stops every tender (SIGTERM, then SIGKILL after the stop timeout), removes the
     /// taps, and keeps the state file so that the next start restores them. Operations in
-    /// progress are finished first; later requests are refused.
+    /// progress are finished first; later requests are refused. Finally the state
+    /// directory's lock is released: a new executor may then start on it.
     pub async fn shutdown(&self) {
         let names: Vec<Name> = {
             let mut global = self.inner.global();
@@ -179,6 +183,7 @@ impl Executor {
             stops.spawn(async move { inner.stop(&name).await });
         }
         while stops.join_next().await.is_some() {}
+        self.inner.release().await;
     }
 
     /// Subscribes to the executor's events (started, exited, restarts, destroyed, …).

@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +51,8 @@ pub const TMP_DIR: &str = "tmp";
 pub const CRLS_DIR: &str = "crls";
 /// The audit log, written by the server.
 pub const AUDIT_LOG: &str = "audit.log";
+/// The lock file: one executor per state directory.
+pub const LOCK_FILE: &str = "lock";
 
 /// Mode of every directory petrel creates: only its owner may look inside.
 pub const DIR_MODE: u32 = 0o700;
@@ -147,10 +151,62 @@ impl StateDir {
         Ok(self.run().join(format!("{}.json", name.file_name()?)))
     }
 
+    /// Takes the state directory's exclusive lock (`flock` on `lock`), held until the
+    /// returned value is dropped or the process ends (even by `kill -9`). A second
+    /// executor on the same directory — another endpoint, or a second `--inetd`
+    /// connection at the same time — would restore every unikernel a second time.
+    pub fn lock(&self) -> Result<DirLock, LockError> {
+        let path = self.root.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(|source| LockError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock(2) on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(LockError::InUse(self.root.clone()));
+            }
+            return Err(LockError::Io { path, source });
+        }
+        Ok(DirLock { _file: file })
+    }
+
     /// `block/<file>`: the file of block device `name`.
     pub fn block_file(&self, name: &Name) -> Result<PathBuf, NameError> {
         Ok(self.block().join(name.file_name()?))
     }
+}
+
+/// The exclusive lock of a state directory (see [`StateDir::lock`]): the open lock
+/// file; closing it releases the lock.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Why the state directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error("the state directory {} is in use by another petrel process", .0.display())]
+    InUse(PathBuf),
+    /// The lock file could not be opened or locked.
+    #[error("locking {}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// Why petrel's records could not be read.
@@ -611,6 +667,22 @@ mod tests {
             Records::load(&path).unwrap_err().to_string(),
             format!("{}: unsupported records version 2", path.display())
         );
+    }
+
+    #[test]
+    fn one_lock_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let held = state.lock().unwrap();
+        assert_eq!(
+            state.lock().unwrap_err().to_string(),
+            format!(
+                "the state directory {} is in use by another petrel process",
+                dir.path().display()
+            )
+        );
+        drop(held);
+        state.lock().unwrap();
     }
 
     #[test]

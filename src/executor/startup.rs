@@ -1,6 +1,7 @@
 //! Start-up (`spec/unikernel-and-executor.md` §12, DESIGN.md item 6, Note E4):
 //!
-//! 1. create the state directory (mode 0700) and clean up after a previous instance:
+//! 1. create the state directory (mode 0700), take its lock (one executor per
+//!    directory) and clean up after a previous instance:
 //!    kill tenders its run records show still running, remove their taps and unused
 //!    taps, empty `tmp/` ([`persist::reconcile`]);
 //! 2. read petrel's records and the state file (absent: empty; unparsable: refuse to
@@ -39,6 +40,7 @@ pub(crate) async fn start(
 ) -> Result<Arc<Inner>, ExecError> {
     let dir = StateDir::new(config.state_dir.clone());
     dir.create()?;
+    let lock = dir.lock()?;
     let leftovers = persist::reconcile(&dir, network.as_ref()).await?;
     if leftovers != persist::Leftovers::default() {
         tracing::warn!(?leftovers, "cleaned up after a previous run");
@@ -111,7 +113,7 @@ pub(crate) async fn start(
         busy_blocks: BTreeSet::new(),
         shutting_down: false,
     };
-    let inner = Arc::new(Inner::new(config, network, tender, blocks, global));
+    let inner = Arc::new(Inner::new(config, network, tender, blocks, lock, global));
     inner.persist().await?;
     for (name, config) in order {
         let _lock = inner.lock_name(&name).await;

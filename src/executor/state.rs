@@ -26,7 +26,7 @@ use crate::executor::console::ConsoleHub;
 use crate::executor::events::Events;
 use crate::executor::image::ImageDigest;
 use crate::executor::net::{InterfaceName, Network};
-use crate::executor::persist::{FILE_MODE, Records, StateDir};
+use crate::executor::persist::{DirLock, FILE_MODE, Records, StateDir};
 use crate::executor::tender::{ExitReason, Pid, Tender};
 use crate::name::{Name, Path};
 use crate::resources::Resources;
@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     global: Mutex<Global>,
     names: NameLocks,
     persisted: tokio::sync::Mutex<Persisted>,
+    /// The state directory's lock; `None` once shut down (nothing is written then).
+    lock: Mutex<Option<DirLock>>,
     abi_checked: Mutex<HashSet<(PathBuf, u32)>>,
     next_id: AtomicU64,
 }
@@ -163,6 +165,7 @@ impl Inner {
         network: Arc<dyn Network>,
         tender: Arc<dyn Tender>,
         blocks: BlockStore,
+        lock: DirLock,
         global: Global,
     ) -> Self {
         Self {
@@ -179,6 +182,7 @@ impl Inner {
             global: Mutex::new(global),
             names: NameLocks::default(),
             persisted: tokio::sync::Mutex::new(Persisted::default()),
+            lock: Mutex::new(Some(lock)),
             abi_checked: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
         }
@@ -199,6 +203,16 @@ impl Inner {
         for lock in self.names.all() {
             drop(lock.lock_owned().await);
         }
+    }
+
+    /// Releases the state directory after shutdown: later writes are refused.
+    pub(crate) async fn release(&self) {
+        // Taken with the persist lock: no write is in progress.
+        let _persisted = self.persisted.lock().await;
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// A fresh identifier for an instance or a pending restart.
@@ -227,6 +241,19 @@ impl Inner {
     /// write. Returns once both are durable.
     pub(crate) async fn persist(&self) -> Result<(), StoreError> {
         let mut persisted = self.persisted.lock().await;
+        if self
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            // Shut down: the directory may belong to the next executor already.
+            return Err(StoreError::Io {
+                op: "persist",
+                path: self.dir.state_file(),
+                source: std::io::Error::other("the executor has shut down"),
+            });
+        }
         let (state, records) = {
             let global = self.global();
             (
