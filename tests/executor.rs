@@ -2425,3 +2425,32 @@ async fn destroy_kills_a_tender_that_ignores_sigterm() {
     assert!(!alive(pid));
     exec.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_keeps_a_pending_restart_for_the_next_start() {
+    let fx = Fixture::with_limits(Limits {
+        restart_backoff_initial: Duration::from_secs(3600),
+        restart_backoff_max: Duration::from_secs(3600),
+        ..Limits::default()
+    });
+    let exec = fx.start().await;
+    let mut events = exec.events();
+    let crashing = UnikernelConfig {
+        fail_behaviour: FailBehaviour::Restart(BTreeSet::new()),
+        ..unikernel(&image(&[]), &["--exit=2"])
+    };
+    assert_eq!(
+        fx.root_ask(&exec, "p", create(crashing)).await,
+        ok("created unikernel")
+    );
+    pend(&mut events).await;
+    let state = fs::read(fx.path("state")).unwrap();
+    exec.shutdown().await;
+    assert_eq!(fs::read(fx.path("state")).unwrap(), state);
+    assert_eq!(fx.files("images"), [":p.img"]);
+
+    let exec = fx.start().await;
+    fx.wait_launches(":p", 2).await;
+    assert_eq!(fx.state_names(), [":p"]);
+    exec.shutdown().await;
+}

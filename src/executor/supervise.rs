@@ -25,7 +25,7 @@ use crate::codec::{FailBehaviour, UnikernelConfig};
 use crate::executor::events::Event;
 use crate::executor::state::{Inner, Pending};
 use crate::executor::tender::{ExitReason, ExitWaiter, should_restart};
-use crate::executor::unikernel::Launch;
+use crate::executor::unikernel::{Launch, UnikernelError};
 use crate::name::Name;
 
 /// The exit code of a unikernel that does not understand `--name` (cmdliner's usage
@@ -208,6 +208,11 @@ impl Inner {
             )
             .await;
         if let Err(e) = restarted {
+            if matches!(e, UnikernelError::ShuttingDown) {
+                // Not a failure of the unikernel: the state file keeps it for the next
+                // start.
+                return;
+            }
             self.events.emit(Event::RestartFailed {
                 name: name.clone(),
                 reason: e.to_string(),

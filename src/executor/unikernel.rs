@@ -375,6 +375,11 @@ impl Inner {
         self.inspect(image.file.path(), &plan).await?;
         self.check_bridges(&plan)?;
         let _lock = self.lock_name(name).await;
+        if self.global().shutting_down {
+            // Shutdown may have waited for the operations holding a lock before this one
+            // took its own: it must not stop or start anything now.
+            return Err(UnikernelError::ShuttingDown);
+        }
         if !force {
             self.check_free(name)?;
         }
@@ -389,7 +394,8 @@ impl Inner {
                 Ok("created unikernel")
             }
             Err(e) => {
-                if replaced {
+                // The old one is gone; during shutdown the state file keeps it.
+                if replaced && !matches!(e, UnikernelError::ShuttingDown) {
                     self.forget_logged(name).await;
                 }
                 Err(e)
@@ -438,7 +444,9 @@ impl Inner {
                 Ok("created unikernel")
             }
             Err(e) => {
-                self.forget_logged(name).await;
+                if !matches!(e, UnikernelError::ShuttingDown) {
+                    self.forget_logged(name).await;
+                }
                 Err(e)
             }
         }
