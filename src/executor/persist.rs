@@ -76,6 +76,15 @@ pub const MAX_RUN_RECORD_SIZE: u64 = 64 * 1024;
 /// take longer, and then start-up refuses to go on rather than run it twice).
 pub const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long start-up waits for the state directory's lock. A process that has just died
+/// can hold it for a moment longer through a child that was between `fork` and `exec`
+/// (the child shares the lock until `exec` closes it or `PR_SET_PDEATHSIG` kills it);
+/// a live executor holds it for good, and then start-up fails after this wait.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Interval at which the lock is tried again while start-up waits for it.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
 /// Interval at which a leftover's `/proc` entry is polled while it dies.
 const KILL_POLL: Duration = Duration::from_millis(10);
 
@@ -177,6 +186,19 @@ impl StateDir {
             return Err(LockError::Io { path, source });
         }
         Ok(DirLock { _file: file })
+    }
+
+    /// [`StateDir::lock`], waiting up to [`LOCK_WAIT`] while the lock is held.
+    pub async fn lock_waiting(&self) -> Result<DirLock, LockError> {
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match self.lock() {
+                Err(LockError::InUse(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// `block/<file>`: the file of block device `name`.

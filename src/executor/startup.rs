@@ -40,7 +40,7 @@ pub(crate) async fn start(
 ) -> Result<Arc<Inner>, ExecError> {
     let dir = StateDir::new(config.state_dir.clone());
     dir.create()?;
-    let lock = dir.lock()?;
+    let lock = dir.lock_waiting().await?;
     let leftovers = persist::reconcile(&dir, network.as_ref()).await?;
     if leftovers != persist::Leftovers::default() {
         tracing::warn!(?leftovers, "cleaned up after a previous run");
