@@ -21,7 +21,9 @@ use crate::executor::api::{InputChunk, InputReceiver};
 use crate::executor::persist::FILE_MODE;
 use crate::store::{self, StoreError};
 
-/// Size of the buffer used while inflating or hashing a file.
+/// Size of the buffer used while inflating or hashing a file: 64 KiB keeps the number of
+/// system calls per image low (a few hundred for a typical 20 MB image) while the memory
+/// one create holds stays negligible.
 pub const COPY_BUFFER: usize = 64 * 1024;
 
 /// Largest zlib level of `get` (spec §8.5: 0 = uncompressed, 1..9).
