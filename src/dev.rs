@@ -8,6 +8,7 @@
 //! | `cacert.pem`, `ca.key` | a development root CA ([`DEV_CA_NAME`]) |
 //! | `server.pem`, `server.key` | the server certificate for `localhost`, `127.0.0.1` and `::1` |
 //! | `admin.key` | a client key for the operator's own certificates |
+//! | `hello.hvt` | a stub solo5 image without devices, for trying `create` with the stand-in tender |
 //! | `state/` | the endpoint's state directory (mode 0700) |
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -84,6 +85,8 @@ pub struct DevFiles {
     pub server_key: PathBuf,
     /// The admin client key.
     pub admin_key: PathBuf,
+    /// The stub image for trying `create` with the stand-in tender.
+    pub hello_image: PathBuf,
     /// The state directory.
     pub state_dir: PathBuf,
 }
@@ -98,6 +101,7 @@ impl DevFiles {
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             admin_key: dir.join("admin.key"),
+            hello_image: dir.join("hello.hvt"),
             state_dir: dir.join("state"),
         }
     }
@@ -134,7 +138,7 @@ pub fn prepare(dir: &Path, now: OffsetDateTime) -> Result<DevSetup, DevError> {
                 Serial::random(&mut OsRng),
             )?;
             keys::write_key_file(&files.ca_key, &key)?;
-            write_new(&files.cacert, &cert.pem())?;
+            write_new(&files.cacert, cert.pem().as_bytes())?;
             created.extend([files.cacert.clone(), files.ca_key.clone()]);
             CaIssuer::new(vec![cert], key)?
         }
@@ -159,7 +163,7 @@ pub fn prepare(dir: &Path, now: OffsetDateTime) -> Result<DevSetup, DevError> {
         };
         let cert: Certificate = pki::cert::issue(&template, &ca)?;
         keys::write_key_file(&files.server_key, &key)?;
-        write_new(&files.server_cert, &cert.pem())?;
+        write_new(&files.server_cert, cert.pem().as_bytes())?;
         created.extend([files.server_cert.clone(), files.server_key.clone()]);
     }
 
@@ -167,8 +171,20 @@ pub fn prepare(dir: &Path, now: OffsetDateTime) -> Result<DevSetup, DevError> {
     if origin == keys::KeyOrigin::Generated {
         created.push(files.admin_key.clone());
     }
+    if !files.hello_image.exists() {
+        let image = crate::executor::manifest::build_test_image(
+            crate::executor::manifest::Target::Hvt,
+            STUB_ABI_VERSION,
+            &[],
+        );
+        write_new(&files.hello_image, &image)?;
+        created.push(files.hello_image.clone());
+    }
     Ok(DevSetup { files, created })
 }
+
+/// ABI version of the stub image, the one the stand-in tender reports.
+const STUB_ABI_VERSION: u32 = 2;
 
 /// The text `--dev` prints once it listens on `addr`: where things are and the `petrel`
 /// commands to try next.
@@ -213,13 +229,18 @@ pub fn instructions(setup: &DevSetup, addr: SocketAddr) -> String {
     out.push_str("Try, from this directory in another terminal:\n");
     out.push_str(&format!("  petrel info {remote}\n"));
     out.push_str(&format!("  petrel policy {remote}\n"));
-    out.push_str(&format!("  petrel create hello hello.hvt {remote}\n"));
-    out.push_str(&format!("  petrel console hello {remote}\n"));
+    out.push_str(&format!(
+        "  petrel create hello {} --arg=--print=hello --arg=--wait {remote}\n",
+        f.hello_image.display()
+    ));
+    out.push_str(&format!("  petrel console hello --count 10 {remote}\n"));
     out.push_str(&format!("  petrel destroy hello {remote}\n"));
-    out.push_str(
-        "(hello.hvt: any solo5-hvt unikernel image; the development CA key signs a \
-         short-lived client certificate for each command)\n",
-    );
+    out.push_str(&format!(
+        "({}: a stub image that only the stand-in tender runs (its --print/--wait \
+         arguments); with solo5-hvt use a real unikernel image. The development CA key \
+         signs a short-lived client certificate for each command.)\n",
+        f.hello_image.display()
+    ));
     out
 }
 
@@ -259,7 +280,7 @@ fn read_text(path: &Path) -> Result<String, DevError> {
 }
 
 /// Writes a new file (never overwriting one) with [`CERT_FILE_MODE`].
-fn write_new(path: &Path, text: &str) -> Result<(), DevError> {
+fn write_new(path: &Path, data: &[u8]) -> Result<(), DevError> {
     let io = |source| DevError::Io {
         path: path.to_path_buf(),
         source,
@@ -270,7 +291,7 @@ fn write_new(path: &Path, text: &str) -> Result<(), DevError> {
         .mode(CERT_FILE_MODE)
         .open(path)
         .map_err(io)?;
-    file.write_all(text.as_bytes())
+    file.write_all(data)
         .and_then(|()| file.sync_all())
         .map_err(io)
 }

@@ -42,7 +42,7 @@ impl Inner {
             peer,
         } = request;
         let request = request.get();
-        tracing::info!(%peer, name = %request.name, command = %request.command, "request");
+        tracing::debug!(%peer, name = %request.name, command = %request.command, "executing");
         let payload = if self.global().shutting_down {
             Payload::failure(UnikernelError::ShuttingDown.to_string())
         } else {
@@ -56,7 +56,7 @@ impl Inner {
             }
         };
         if let Payload::Failure(text) = &payload {
-            tracing::info!(%peer, name = %request.name, command = %request.command, failure = %text, "refused");
+            tracing::debug!(%peer, name = %request.name, command = %request.command, failure = %text, "refused");
         }
         let _ = out
             .send(OutputFrame {
