@@ -617,7 +617,10 @@ fn dev_mode_creates_once_and_prints_the_next_commands() {
         "{printed}"
     );
     assert!(
-        printed.contains("petrel create hello hello.hvt --destination"),
+        printed.contains(
+            "petrel create hello petrel-dev/hello.hvt --arg=--print=hello --arg=--wait \
+             --destination"
+        ),
         "{printed}"
     );
     assert!(printed.contains("petrel policy --destination"), "{printed}");
@@ -626,6 +629,13 @@ fn dev_mode_creates_once_and_prints_the_next_commands() {
         assert_eq!(mode(key), 0o600, "{key}");
     }
     assert_eq!(mode("cacert.pem"), 0o644);
+    assert_eq!(mode("hello.hvt"), 0o644);
+    let stub = std::fs::read(dev.join("hello.hvt")).unwrap();
+    let image = petrel::executor::manifest::read_image_bytes(&stub).unwrap();
+    assert!(
+        image.manifest.devices().is_empty(),
+        "the stub image has no devices"
+    );
     assert_eq!(mode("server.pem"), 0o644);
     assert_eq!(mode("state"), 0o700);
     assert_eq!(mode("state/audit.log"), 0o600);
