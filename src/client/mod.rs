@@ -19,6 +19,7 @@ pub mod csr;
 pub mod remote;
 pub mod reply;
 pub mod request;
+pub mod revoke;
 pub mod tls;
 pub mod upload;
 
