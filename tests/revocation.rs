@@ -845,3 +845,58 @@ fn on_revoke_keep_blocks_access_and_keeps_work() {
     assert_eq!(world.unikernels(), strings(&["alice:web"]));
     assert_eq!(world.remote("alice", &["info"]).code, 117);
 }
+
+#[test]
+fn an_operator_crl_of_an_unknown_issuer_waits_for_its_chain() {
+    let mut world = World::new(&[]);
+    world.tenant("alice", "root", "4", "512", "100");
+    world.signed_create_leaf("web", "alice");
+    // alice's CRL, before the endpoint has ever seen alice's certificate.
+    world.ok(&[
+        "revoke",
+        "--ca",
+        "alice.pem",
+        "--ca-key",
+        "alice.key",
+        "--cert",
+        "web.pem",
+        "--crl",
+        "alice.crl",
+    ]);
+    world.extra = strings(&["--crl", "alice.crl"]);
+    world.start();
+    world
+        .endpoint()
+        .wait_for_log("operator CRL pending: its issuer is not known yet");
+    let info: Value =
+        serde_json::from_str(world.remote_ok("root", &["revoke", "--info"]).trim_end()).unwrap();
+    assert_eq!(info["crls"], serde_json::json!([]));
+
+    // The first chain presenting alice is the revoked leaf itself: the CRL is verified
+    // and applied before its command runs.
+    let web = world.serial("web.pem");
+    let run = world.petrel(&[
+        "certificate",
+        "web.pem",
+        "web.key",
+        "-d",
+        &world.dest(),
+        "--server-ca",
+        "cacert.pem",
+    ]);
+    assert_eq!(
+        (run.code, run.stderr),
+        (
+            117,
+            format!("petrel: certificate web (serial {web}) is revoked\n")
+        )
+    );
+    world
+        .endpoint()
+        .wait_for_log("pending operator CRLs applied");
+    assert_eq!(world.unikernels(), Vec::<String>::new());
+    let info: Value =
+        serde_json::from_str(world.remote_ok("alice", &["revoke", "--info"]).trim_end()).unwrap();
+    assert_eq!(info["crls"][0]["subject"], "CN=alice");
+    assert_eq!(info["crls"][0]["revoked"], serde_json::json!([web]));
+}
