@@ -52,17 +52,24 @@ impl Inner {
             self.resolve_pending(&request.chain).await;
             match self.revocations().check(&request.chain) {
                 Err(revoked) => Payload::failure(revoked.to_string()),
-                Ok(()) => match self.apply_chain(request).await {
-                    Err(text) => Payload::failure(text),
-                    Ok(()) => match self.dispatch(request, input, &out).await {
-                        Ok(Reply::Success(success)) => Payload::Success(success),
-                        Ok(Reply::Sent) => return,
+                Ok(()) => {
+                    let payload = match self.apply_chain(request).await {
                         Err(text) => Payload::failure(text),
-                    },
-                },
+                        Ok(()) => match self.dispatch(request, input, &out).await {
+                            Ok(Reply::Success(success)) => Payload::Success(success),
+                            Ok(Reply::Sent) => {
+                                // A console opened while a CRL revoking its chain arrived.
+                                self.recheck(&request.chain).await;
+                                return;
+                            }
+                            Err(text) => Payload::failure(text),
+                        },
+                    };
+                    self.recheck(&request.chain).await;
+                    payload
+                }
             }
         };
-        self.recheck(&request.chain).await;
         if let Payload::Failure(text) = &payload {
             tracing::debug!(%peer, name = %request.name, command = %request.command, failure = %text, "refused");
         }
