@@ -26,10 +26,9 @@ use petrel::audit::{AUDIT_FILE, AuditLog};
 use petrel::dev::{self, DEV_ADDR, DEV_DIR};
 use petrel::executor::net::HostNetwork;
 use petrel::executor::tender::ProcessTender;
-use petrel::executor::{Executor, ExecutorConfig, HostOverrides, OnRevoke};
+use petrel::executor::{Executor, ExecutorConfig, HostOverrides, OnRevoke, RevocationSetup};
 use petrel::limits::{self, Limits};
-use petrel::revocation::RevocationStore;
-use petrel::server::{Server, SharedRevocations};
+use petrel::server::Server;
 use petrel::tls::Acceptor;
 use petrel::verify::TrustAnchors;
 
@@ -309,46 +308,19 @@ fn run(args: &Args) -> Result<()> {
     };
 
     let tender = resolve_tender(args)?;
-    if !args.crls.is_empty() {
-        tracing::warn!(
-            files = args.crls.len(),
-            "--crl: operator CRLs are not enforced yet; the files are ignored"
-        );
-    }
+    let revocation = RevocationSetup {
+        trust_anchors: anchors.certificates(),
+        crl_files: args
+            .crls
+            .iter()
+            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+            .collect(),
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(
-        args,
-        source,
-        acceptor,
-        limits,
-        state_dir,
-        tender,
-        dev.as_ref(),
-    ))
-}
-
-async fn serve(
-    args: &Args,
-    source: Source,
-    acceptor: Acceptor,
-    limits: Limits,
-    state_dir: PathBuf,
-    tender: PathBuf,
-    dev: Option<&dev::DevSetup>,
-) -> Result<()> {
-    // Bind first: a port in use fails before anything else starts.
-    let source = match source {
-        Source::Bind(ip, port) => Ready::Listener(bind(ip, port)?),
-        Source::Listener(listener) => Ready::Listener(listener),
-        Source::Inetd(stream) => Ready::Inetd(stream),
-    };
-    let audit_path = state_dir.join(AUDIT_FILE);
-    let audit = AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
-        .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
     let config = ExecutorConfig {
         state_dir,
         tender,
@@ -359,18 +331,38 @@ async fn serve(
             OnRevokeArg::Keep => OnRevoke::Keep,
         },
     };
-    let executor = Executor::start(
+    runtime.block_on(serve(source, acceptor, config, revocation, dev.as_ref()))
+}
+
+async fn serve(
+    source: Source,
+    acceptor: Acceptor,
+    config: ExecutorConfig,
+    revocation: RevocationSetup,
+    dev: Option<&dev::DevSetup>,
+) -> Result<()> {
+    // Bind first: a port in use fails before anything else starts.
+    let source = match source {
+        Source::Bind(ip, port) => Ready::Listener(bind(ip, port)?),
+        Source::Listener(listener) => Ready::Listener(listener),
+        Source::Inetd(stream) => Ready::Inetd(stream),
+    };
+    let audit_path = config.state_dir.join(AUDIT_FILE);
+    let audit = AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
+        .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
+    let limits = config.limits.clone();
+    let executor = Executor::start_with(
         config,
         Arc::new(HostNetwork::new()),
         Arc::new(ProcessTender),
+        revocation,
     )
     .await
     .context("starting the executor")?;
-    let revocations = Arc::new(SharedRevocations::new(RevocationStore::new()));
     let server = Server::new(
         acceptor,
         Arc::new(executor.clone()),
-        Arc::clone(&revocations),
+        executor.revocations(),
         audit.clone(),
         limits,
     );
@@ -383,7 +375,7 @@ async fn serve(
             tokio::select! {
                 _ = terminate.recv() => break "SIGTERM",
                 _ = interrupt.recv() => break "SIGINT",
-                _ = hangup.recv() => reload_crls(args, &revocations),
+                _ = hangup.recv() => reload_crls(&executor).await,
             }
         }
     };
@@ -433,13 +425,11 @@ async fn serve(
     Ok(())
 }
 
-/// SIGHUP: reload the operator's CRLs (enforcement comes with the revocation issue).
-fn reload_crls(args: &Args, revocations: &SharedRevocations) {
-    tracing::info!(
-        files = args.crls.len(),
-        "reload: operator CRLs are not enforced yet; revocation store unchanged"
-    );
-    let _ = revocations.current();
+/// SIGHUP: reads the operator's CRLs again; connections stay open (the executor logs
+/// what it loaded and what it destroyed).
+async fn reload_crls(executor: &Executor) {
+    tracing::info!("SIGHUP: reloading the operator CRLs");
+    executor.reload_crls().await;
 }
 
 fn init_logging(args: &Args, state_dir: &Path) -> Result<()> {

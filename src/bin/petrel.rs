@@ -25,11 +25,12 @@ use petrel::client::request::{
     DEFAULT_COMPRESSION_LEVEL, Destination, UnikernelOptions, compression_level, parse_block,
     parse_net, parse_since,
 };
+use petrel::client::revoke::{self, RevokeOptions};
 use petrel::client::upload::Upload;
 use petrel::client::{ClientError, Exit, read_bounded};
 use petrel::codec::{
     BlockCmd, BlockDeviceSpec, Command, ConsoleCmd, NetDeviceSpec, PolicyCmd, RestartArgs,
-    SinceCount, UnikernelCmd,
+    RevocationCmd, SinceCount, UnikernelCmd,
 };
 use petrel::executor::manifest::{check_manifest, read_image_file};
 use petrel::inspect;
@@ -102,6 +103,9 @@ enum Cmd {
     BlockDump(BlockDumpArgs),
     /// Send an existing signed certificate chain (from `petrel sign`) and run its command.
     Certificate(CertificateArgs),
+    /// Revoke certificates a CA issued: create or extend its CRL (CRL number + 1), write
+    /// it, and with --destination upload it; --info shows the CRLs the server holds.
+    Revoke(RevokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -458,6 +462,30 @@ struct CertificateArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    /// Show the CRLs the server holds for the issuers of the --ca chain (JSON) instead.
+    #[arg(long, conflicts_with_all = ["crl", "cert", "serial", "reason", "next_update"])]
+    info: bool,
+    /// The CRL file to extend and write (DER) [default: <CA common name>.crl].
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
+    /// A certificate the CA issued, to revoke (repeatable).
+    #[arg(long = "cert", value_name = "CERT.pem")]
+    cert: Vec<PathBuf>,
+    /// The serial (hex) of a certificate the CA issued, to revoke (repeatable).
+    #[arg(long = "serial", value_name = "HEX")]
+    serial: Vec<String>,
+    /// The reason recorded with the new entries (RFC 5280 name, e.g. keyCompromise).
+    #[arg(long, value_name = "R")]
+    reason: Option<String>,
+    /// Days until the CRL's nextUpdate [default: no nextUpdate].
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    next_update: Option<u32>,
+    #[command(flatten)]
+    target: Target,
+}
+
 fn parse_destination(s: &str) -> Result<Destination, String> {
     Destination::parse(s).map_err(|e| e.to_string())
 }
@@ -657,7 +685,77 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             )
         }
         Cmd::Certificate(args) => certificate(args),
+        Cmd::Revoke(args) => revoke(args, dir, now),
     }
+}
+
+fn revoke(args: RevokeArgs, dir: PathBuf, now: time::OffsetDateTime) -> anyhow::Result<()> {
+    if args.info {
+        return request(
+            Name::root(),
+            Command::Revocation(RevocationCmd::Info),
+            None,
+            &args.target,
+            None,
+        );
+    }
+    let reason = args
+        .reason
+        .as_deref()
+        .map(revoke::parse_reason)
+        .transpose()?;
+    let outcome = revoke::revoke(
+        &RevokeOptions {
+            ca: args.target.ca.clone(),
+            ca_key: args.target.ca_key.clone(),
+            crl: args.crl,
+            certificates: args.cert,
+            serials: args.serial,
+            reason,
+            next_update_days: args.next_update,
+            dir,
+        },
+        now,
+    )?;
+    if !outcome.already_revoked.is_empty() {
+        eprintln!(
+            "petrel: already revoked: {}",
+            outcome.already_revoked.join(", ")
+        );
+    }
+    println!(
+        "wrote {} (CRL number {}, {} revoked, {} new{})",
+        outcome.crl_file.display(),
+        outcome.number,
+        outcome.total,
+        outcome.added.len(),
+        if outcome.added.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", outcome.added.join(", "))
+        }
+    );
+    if args.target.destination.is_none() && !args.target.csr {
+        return Ok(());
+    }
+    if args.target.csr {
+        eprintln!(
+            "petrel: once signed, upload with `petrel certificate CERT KEY --data {}`",
+            outcome.crl_file.display()
+        );
+    }
+    let upload = Upload {
+        path: outcome.crl_file,
+        level: 0,
+        progress: progress_mode(false),
+    };
+    request(
+        Name::root(),
+        Command::Revocation(RevocationCmd::Upload),
+        Some(upload),
+        &args.target,
+        None,
+    )
 }
 
 fn generate(args: GenerateArgs, dir: PathBuf, now: time::OffsetDateTime) -> anyhow::Result<()> {

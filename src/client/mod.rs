@@ -2,7 +2,8 @@
 //! ([`ca::generate`], [`ca::sign`]), certificate signing requests for every command
 //! ([`csr::write_request`]), and remote commands over TLS 1.3 with rustls
 //! ([`remote::run`]): a fresh key and a 300-second leaf carrying the command, the image or
-//! block data streamed after the handshake, the replies read and printed.
+//! block data streamed after the handshake, the replies read and printed; and
+//! [`revoke::revoke`], which creates or extends a CA's CRL for `petrel revoke`.
 //!
 //! The binary `src/bin/petrel.rs` only parses the command line into the plain option
 //! structs of this module and maps a [`ClientError`] to its [`Exit`] code; everything
@@ -19,6 +20,7 @@ pub mod csr;
 pub mod remote;
 pub mod reply;
 pub mod request;
+pub mod revoke;
 pub mod tls;
 pub mod upload;
 

@@ -194,7 +194,7 @@ pub fn run_certificate(
         .command;
     let compressed = match StreamKind::of(&command) {
         StreamKind::Image { compressed } | StreamKind::BlockData { compressed } => compressed,
-        StreamKind::None => false,
+        StreamKind::None | StreamKind::Crl => false,
     };
     let upload = request.data.as_ref().map(|path| Upload {
         path: path.clone(),
@@ -239,6 +239,7 @@ fn check_upload(command: &Command, upload: Option<&Upload>) -> Result<(), Client
         StreamKind::None => None,
         StreamKind::Image { compressed } => Some(("image", compressed)),
         StreamKind::BlockData { compressed } => Some(("block data", compressed)),
+        StreamKind::Crl => Some(("CRL", false)),
     };
     match (expected, upload) {
         (None, None) => Ok(()),

@@ -375,7 +375,7 @@ impl ReplyMode {
 }
 
 /// What follows the handshake for `command`: nothing, an image (create with an empty
-/// image, §8.2), or block data (block set, §8.3).
+/// image, §8.2), block data (block set, §8.3), or a CRL (revocation upload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
     /// Nothing is streamed.
@@ -390,6 +390,8 @@ pub enum StreamKind {
         /// The stream is zlib.
         compressed: bool,
     },
+    /// A DER CRL (`revocation upload`, petrel), never compressed.
+    Crl,
 }
 
 impl StreamKind {
@@ -406,6 +408,7 @@ impl StreamKind {
             Command::Block(codec::BlockCmd::Set(compressed)) => Self::BlockData {
                 compressed: *compressed,
             },
+            Command::Revocation(codec::RevocationCmd::Upload) => Self::Crl,
             _ => Self::None,
         }
     }

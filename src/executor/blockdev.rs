@@ -204,7 +204,10 @@ impl Inner {
     }
 
     /// `block remove`.
-    async fn block_remove(&self, name: &Name) -> Result<&'static str, BlockCommandError> {
+    pub(crate) async fn block_remove(
+        &self,
+        name: &Name,
+    ) -> Result<&'static str, BlockCommandError> {
         let size_mb = {
             let mut global = self.global();
             if global.busy_blocks.contains(name) {

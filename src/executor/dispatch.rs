@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::chain::Request;
+use crate::chain::{CertId, Request};
 use crate::codec::{
     Command, ConsoleCmd, InfoEntry, Payload, PolicyCmd, PolicyEntry, Success, UnikernelCmd,
     UnikernelInfoOld4, UnikernelInfoOld5,
@@ -13,6 +13,7 @@ use crate::codec::{
 use crate::executor::api::{ExecRequest, InputReceiver, OutputFrame};
 use crate::executor::blockdev::BlockReply;
 use crate::executor::console::SubscriberTag;
+use crate::executor::revoke::console_tag_id;
 use crate::executor::state::Inner;
 use crate::executor::unikernel::{UnikernelError, labelled};
 use crate::resources::PolicyOutcome;
@@ -46,13 +47,27 @@ impl Inner {
         let payload = if self.global().shutting_down {
             Payload::failure(UnikernelError::ShuttingDown.to_string())
         } else {
-            match self.apply_chain(request).await {
-                Err(text) => Payload::failure(text),
-                Ok(()) => match self.dispatch(request, input, &out).await {
-                    Ok(Reply::Success(success)) => Payload::Success(success),
-                    Ok(Reply::Sent) => return,
-                    Err(text) => Payload::failure(text),
-                },
+            // Operator CRLs waiting for a CA of this chain apply first; then the chain is
+            // checked again (the TLS side checked it against the store of its time).
+            self.resolve_pending(&request.chain).await;
+            match self.revocations().check(&request.chain) {
+                Err(revoked) => Payload::failure(revoked.to_string()),
+                Ok(()) => {
+                    let payload = match self.apply_chain(request).await {
+                        Err(text) => Payload::failure(text),
+                        Ok(()) => match self.dispatch(request, input, &out).await {
+                            Ok(Reply::Success(success)) => Payload::Success(success),
+                            Ok(Reply::Sent) => {
+                                // A console opened while a CRL revoking its chain arrived.
+                                self.recheck(&request.chain).await;
+                                return;
+                            }
+                            Err(text) => Payload::failure(text),
+                        },
+                    };
+                    self.recheck(&request.chain).await;
+                    payload
+                }
             }
         };
         if let Payload::Failure(text) = &payload {
@@ -91,7 +106,8 @@ impl Inner {
                     .map_err(|e| format!("{POLICY_FAILURE_PREFIX}{e}"))?;
                 changed |= outcomes.contains(&PolicyOutcome::Added);
                 for policy in &request.policies {
-                    changed |= global.records.set_policy(&policy.path, &policy.cert);
+                    let installed_by = installing_chain(request, &policy.cert);
+                    changed |= global.records.set_policy_chain(&policy.path, &installed_by);
                 }
             }
             changed |= global.records.add_ca_certificates(&request.chain);
@@ -174,7 +190,7 @@ impl Inner {
                         request
                             .chain
                             .iter()
-                            .map(|link| format!("{}/{}", link.id.issuer_key, link.id.serial))
+                            .map(|link| console_tag_id(&link.id))
                             .collect(),
                     );
                     // The hub sends the success reply itself, then the stream.
@@ -194,7 +210,7 @@ impl Inner {
                 ConsoleCmd::Add(_) => Err(format!("{command}: not accepted by petrel")),
             },
             Command::Statistics(command) => Err(format!("{command}: not supported yet")),
-            Command::Revocation(command) => Err(format!("{command}: not supported yet")),
+            Command::Revocation(command) => self.revocation_command(request, command, input).await,
         };
         success.map(Reply::Success)
     }
@@ -219,9 +235,8 @@ impl Inner {
                     .resources
                     .add_policy(path, policy.clone())
                     .map_err(|e| e.to_string())?;
-                if let Some(leaf) = request.leaf() {
-                    global.records.set_policy(path, &leaf.id);
-                }
+                let ids: Vec<CertId> = request.chain.iter().map(|l| l.id.clone()).collect();
+                global.records.set_policy_chain(path, &ids);
                 outcome.text()
             }
             PolicyCmd::Remove => {
@@ -239,4 +254,20 @@ impl Inner {
             .map_err(|e| UnikernelError::Persist(e).to_string())?;
         Ok(Success::String(text.to_owned()))
     }
+}
+
+/// The chain that installs the policy `cert` carries: `cert`, then its issuers up to the
+/// trust anchor (listed once even if the client sent it too).
+fn installing_chain(request: &Request, cert: &CertId) -> Vec<CertId> {
+    let mut ids: Vec<CertId> = request
+        .chain
+        .iter()
+        .map(|link| link.id.clone())
+        .skip_while(|id| id != cert)
+        .collect();
+    ids.dedup();
+    if ids.is_empty() {
+        ids.push(cert.clone());
+    }
+    ids
 }

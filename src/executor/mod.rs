@@ -14,6 +14,7 @@
 //!   [`block`]; console subscriptions on the buffers of [`console`];
 //! - supervision: exits, restart on failure with a back-off, the `--name` fallback;
 //! - [`persist`]: the state directory, petrel's records, run records, reconciliation;
+//! - [`revoke`]: CRL uploads, operator CRLs, and what happens to revoked work;
 //! - [`image`]: images streamed to disk, hashed, inflated with a bound;
 //! - [`host`]: the root policy (the host's resources);
 //! - [`events`]: the event stream;
@@ -36,6 +37,7 @@ pub mod mac;
 pub mod manifest;
 pub mod net;
 pub mod persist;
+pub mod revoke;
 mod startup;
 mod state;
 mod supervise;
@@ -52,10 +54,12 @@ use crate::codec::DecodeError;
 use crate::limits::Limits;
 use crate::name::{Name, Path};
 use crate::resources::{PolicyError, Usage};
+use crate::revocation::SharedRevocations;
 use crate::store::StoreError;
 use api::{ExecRequest, Handler, OutputReceiver};
 pub use blockdev::BlockCommandError;
 pub use events::{Event, EventStream, Received};
+pub use revoke::{ReloadSummary, RevocationSetup};
 use state::Inner;
 pub use supervise::{ADD_NAME_FALLBACK_CODE, backoff, next_attempt, restart_config};
 pub use unikernel::UnikernelError;
@@ -128,6 +132,15 @@ pub enum ExecError {
     /// The block directory could not be opened.
     #[error(transparent)]
     Block(#[from] block::BlockError),
+    /// An uploaded CRL in the state directory does not parse or verify: petrel refuses
+    /// to start rather than forget a revocation.
+    #[error("stored CRL {}: {reason}", path.display())]
+    Crl {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A stored policy does not fit the host or the policies above it any more.
     #[error("the stored policy {path} cannot be restored: {source}")]
     Policy {
@@ -154,8 +167,34 @@ impl Executor {
         network: Arc<dyn net::Network>,
         tender: Arc<dyn tender::Tender>,
     ) -> Result<Self, ExecError> {
-        let inner = startup::start(config, network, tender).await?;
+        Self::start_with(config, network, tender, RevocationSetup::default()).await
+    }
+
+    /// [`Executor::start`] with the trust anchors and operator CRL files revocation
+    /// needs: the CRLs are loaded before anything is restored, and (with
+    /// [`OnRevoke::Destroy`]) nothing a revoked chain created is restored.
+    pub async fn start_with(
+        config: ExecutorConfig,
+        network: Arc<dyn net::Network>,
+        tender: Arc<dyn tender::Tender>,
+        revocation: RevocationSetup,
+    ) -> Result<Self, ExecError> {
+        let inner = startup::start(config, network, tender, revocation).await?;
         Ok(Self { inner })
+    }
+
+    /// The revocation store the executor publishes: hand it to the TLS side
+    /// ([`crate::server::Server::new`]) so that every new connection is checked against
+    /// the CRLs in force.
+    pub fn revocations(&self) -> Arc<SharedRevocations> {
+        self.inner.revocation.shared()
+    }
+
+    /// Reads the operator CRLs again (SIGHUP) and applies what became revoked; new
+    /// connections see the result at once, open connections are not touched (except
+    /// console subscriptions of revoked chains, which are closed).
+    pub async fn reload_crls(&self) -> ReloadSummary {
+        self.inner.reload_crls().await
     }
 
     /// Stops every tender (SIGTERM, then SIGKILL after the stop timeout), removes the

@@ -47,8 +47,11 @@ pub const BLOCK_DIR: &str = "block";
 pub const RUN_DIR: &str = "run";
 /// Temporary files of streams in progress (emptied at start-up).
 pub const TMP_DIR: &str = "tmp";
-/// Operator and uploaded CRLs.
+/// Operator CRLs (PEM or DER), read at start-up and on SIGHUP; petrel never writes
+/// here.
 pub const CRLS_DIR: &str = "crls";
+/// Uploaded CRLs, `<issuer key hex>.crl` (DER), one per issuer.
+pub const REVOCATION_DIR: &str = "revocation";
 /// The audit log, written by the server.
 pub const AUDIT_LOG: &str = "audit.log";
 /// The lock file: one executor per state directory.
@@ -104,7 +107,14 @@ impl StateDir {
     /// mode of existing ones).
     pub fn create(&self) -> Result<(), StoreError> {
         store::ensure_dir(&self.root, DIR_MODE)?;
-        for dir in [IMAGES_DIR, BLOCK_DIR, RUN_DIR, TMP_DIR] {
+        for dir in [
+            IMAGES_DIR,
+            BLOCK_DIR,
+            RUN_DIR,
+            TMP_DIR,
+            CRLS_DIR,
+            REVOCATION_DIR,
+        ] {
             store::ensure_dir(&self.root.join(dir), DIR_MODE)?;
         }
         Ok(())
@@ -148,6 +158,27 @@ impl StateDir {
     /// `tmp/`.
     pub fn tmp(&self) -> PathBuf {
         self.root.join(TMP_DIR)
+    }
+
+    /// `crls/`: the operator's CRL files.
+    pub fn crls(&self) -> PathBuf {
+        self.root.join(CRLS_DIR)
+    }
+
+    /// `revocation/`: uploaded CRLs.
+    pub fn revocation(&self) -> PathBuf {
+        self.root.join(REVOCATION_DIR)
+    }
+
+    /// `revocation/<issuer key>.crl`: the CRL last uploaded for the issuer whose
+    /// SubjectPublicKeyInfo hashes to `issuer_key` (SHA-256, hex); `None` unless the key
+    /// is 64 lower-case hex digits.
+    pub fn uploaded_crl(&self, issuer_key: &str) -> Option<PathBuf> {
+        let valid = issuer_key.len() == 64
+            && issuer_key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| self.revocation().join(format!("{issuer_key}.crl")))
     }
 
     /// `images/<file>.img`: the uncompressed image of unikernel `name`.
@@ -263,6 +294,12 @@ pub enum RecordsError {
 pub struct Records {
     /// For each policy path, the certificate that last presented that policy.
     pub policies: BTreeMap<String, CertId>,
+    /// For each policy path, the chain that last installed it: the certificate carrying
+    /// the policy, then its issuers up to the trust anchor (revoking any of them removes
+    /// the policy). Absent in records written before petrel enforced revocation: then
+    /// only the certificate in `policies` counts.
+    #[serde(default)]
+    pub policy_chains: BTreeMap<String, Vec<CertId>>,
     /// For each unikernel, every certificate of the chain of the request that last gave
     /// its configuration (create, force-create, restart with arguments), leaf first.
     pub unikernels: BTreeMap<String, Vec<CertId>>,
@@ -298,15 +335,63 @@ impl Records {
         store::envelope(RECORDS_VERSION, &body)
     }
 
-    /// Records that `cert` presented the policy at `path`; true if that changed anything.
+    /// Records that `cert` presented the policy at `path`, its issuers unknown (prefer
+    /// [`Records::set_policy_chain`]); true if that changed anything.
     pub fn set_policy(&mut self, path: &NamePath, cert: &CertId) -> bool {
         let key = Name::of_path(path.clone()).text();
-        self.policies.insert(key, cert.clone()).as_ref() != Some(cert)
+        let had_chain = self.policy_chains.remove(&key).is_some();
+        self.policies.insert(key, cert.clone()).as_ref() != Some(cert) || had_chain
+    }
+
+    /// Records that the chain `installed_by` (the policy's certificate first, then its
+    /// issuers) installed the policy at `path`; true if that changed anything.
+    pub fn set_policy_chain(&mut self, path: &NamePath, installed_by: &[CertId]) -> bool {
+        let key = Name::of_path(path.clone()).text();
+        let mut changed = match installed_by.first() {
+            Some(cert) => self.policies.insert(key.clone(), cert.clone()).as_ref() != Some(cert),
+            None => false,
+        };
+        changed |= self
+            .policy_chains
+            .insert(key, installed_by.to_vec())
+            .as_deref()
+            != Some(installed_by);
+        changed
     }
 
     /// Forgets the policy at `path`.
     pub fn remove_policy(&mut self, path: &NamePath) {
-        self.policies.remove(&Name::of_path(path.clone()).text());
+        let key = Name::of_path(path.clone()).text();
+        self.policies.remove(&key);
+        self.policy_chains.remove(&key);
+    }
+
+    /// What a chain containing any of `revoked` created or installed: unikernels and
+    /// block devices whose creating chain contains one, policies whose installing chain
+    /// does (each list sorted; keys that are not valid names are skipped).
+    pub fn affected_by(&self, revoked: &BTreeSet<CertId>) -> Affected {
+        let hit = |ids: &[CertId]| ids.iter().any(|id| revoked.contains(id));
+        let names = |map: &BTreeMap<String, Vec<CertId>>| -> Vec<Name> {
+            map.iter()
+                .filter(|(_, ids)| hit(ids))
+                .filter_map(|(name, _)| Name::parse(name).ok())
+                .collect()
+        };
+        let policies = self
+            .policies
+            .iter()
+            .filter(|(key, cert)| match self.policy_chains.get(*key) {
+                Some(chain) => hit(chain),
+                None => revoked.contains(*cert),
+            })
+            .filter_map(|(key, _)| Name::parse(key).ok())
+            .map(|name| name.path().clone())
+            .collect();
+        Affected {
+            unikernels: names(&self.unikernels),
+            blocks: names(&self.blocks),
+            policies,
+        }
     }
 
     /// Records the chain that configured unikernel `name`.
@@ -357,7 +442,26 @@ impl Records {
     ) {
         self.unikernels.retain(|name, _| unikernels.contains(name));
         self.policies.retain(|path, _| policies.contains(path));
+        self.policy_chains.retain(|path, _| policies.contains(path));
         self.blocks.retain(|name, _| blocks.contains(name));
+    }
+}
+
+/// What a set of revoked certificates created or installed ([`Records::affected_by`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Affected {
+    /// Unikernels whose creating chain contains a revoked certificate.
+    pub unikernels: Vec<Name>,
+    /// Block devices whose creating chain contains one.
+    pub blocks: Vec<Name>,
+    /// Policies whose installing chain contains one.
+    pub policies: Vec<NamePath>,
+}
+
+impl Affected {
+    /// True if nothing is affected.
+    pub fn is_empty(&self) -> bool {
+        self.unikernels.is_empty() && self.blocks.is_empty() && self.policies.is_empty()
     }
 }
 
@@ -515,7 +619,12 @@ pub async fn reconcile(dir: &StateDir, network: &dyn Network) -> Result<Leftover
         store::remove_durably(&path)?;
         leftovers.temp_files += 1;
     }
-    for sub in [dir.root().to_owned(), dir.images(), dir.run()] {
+    for sub in [
+        dir.root().to_owned(),
+        dir.images(),
+        dir.run(),
+        dir.revocation(),
+    ] {
         for path in files_in(&sub)? {
             let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
             if file.is_some_and(|f| f.starts_with('.') && f.ends_with(".tmp")) {
@@ -689,6 +798,95 @@ mod tests {
             Records::load(&path).unwrap_err().to_string(),
             format!("{}: unsupported records version 2", path.display())
         );
+    }
+
+    #[test]
+    fn what_a_revocation_affects() {
+        let id = |issuer: &str, serial: &str| CertId {
+            issuer_key: issuer.into(),
+            serial: serial.into(),
+        };
+        let link = |id: &CertId| ChainLink {
+            id: id.clone(),
+            common_name: String::new(),
+            subject: String::new(),
+            is_ca: false,
+            der: Vec::new(),
+        };
+        // root (r) signs alice (a); alice signs bob (b) and the leaves l1, l2; bob signs l3.
+        let (root, alice, bob) = (id("r", "01"), id("r", "0a"), id("a", "0b"));
+        let (l1, l2, l3) = (id("a", "11"), id("a", "12"), id("b", "13"));
+        let mut records = Records::default();
+        let path = |p: &str| NamePath::parse(p).unwrap();
+        records.set_policy_chain(&path("alice"), &[alice.clone(), root.clone()]);
+        records.set_policy_chain(
+            &path("alice:bob"),
+            &[bob.clone(), alice.clone(), root.clone()],
+        );
+        let chain = |ids: &[&CertId]| ids.iter().map(|i| link(i)).collect::<Vec<_>>();
+        records.set_unikernel(
+            &Name::parse("alice:web").unwrap(),
+            &chain(&[&l1, &alice, &root]),
+        );
+        records.set_unikernel(
+            &Name::parse("alice:db").unwrap(),
+            &chain(&[&l2, &alice, &root]),
+        );
+        records.set_unikernel(
+            &Name::parse("alice:bob:app").unwrap(),
+            &chain(&[&l3, &bob, &alice, &root]),
+        );
+        records.set_block(
+            &Name::parse("alice:disk").unwrap(),
+            &chain(&[&l2, &alice, &root]),
+        );
+        // An old record without installing chain: only its certificate counts.
+        records.policies.insert("carol:".into(), id("r", "0c"));
+
+        fn affected(records: &Records, ids: &[&CertId]) -> Affected {
+            records.affected_by(&ids.iter().map(|i| (*i).clone()).collect())
+        }
+        let names = |v: &[&str]| {
+            v.iter()
+                .map(|n| Name::parse(n).unwrap())
+                .collect::<Vec<_>>()
+        };
+
+        let leaf = affected(&records, &[&l1]);
+        assert_eq!(leaf.unikernels, names(&["alice:web"]));
+        assert!(leaf.blocks.is_empty() && leaf.policies.is_empty());
+
+        let intermediate = affected(&records, &[&alice]);
+        assert_eq!(
+            intermediate.unikernels,
+            names(&["alice:bob:app", "alice:db", "alice:web"])
+        );
+        assert_eq!(intermediate.blocks, names(&["alice:disk"]));
+        assert_eq!(
+            intermediate.policies,
+            vec![path("alice"), path("alice:bob")]
+        );
+
+        let sub = affected(&records, &[&bob]);
+        assert_eq!(sub.unikernels, names(&["alice:bob:app"]));
+        assert_eq!(sub.policies, vec![path("alice:bob")]);
+
+        assert_eq!(
+            affected(&records, &[&id("r", "0c")]).policies,
+            vec![path("carol")]
+        );
+        assert!(affected(&records, &[&id("x", "01")]).is_empty());
+
+        // Re-installed by another certificate since: no longer affected.
+        let alice2 = id("r", "0d");
+        assert!(records.set_policy_chain(&path("alice"), &[alice2.clone(), root.clone()]));
+        assert!(!records.set_policy_chain(&path("alice"), &[alice2, root]));
+        assert_eq!(
+            affected(&records, &[&alice]).policies,
+            vec![path("alice:bob")]
+        );
+        records.remove_policy(&path("alice:bob"));
+        assert!(affected(&records, &[&alice]).policies.is_empty());
     }
 
     #[test]

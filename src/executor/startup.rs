@@ -5,7 +5,10 @@
 //!    kill tenders its run records show still running, remove their taps and unused
 //!    taps, empty `tmp/` ([`persist::reconcile`]);
 //! 2. read petrel's records and the state file (absent: empty; unparsable: refuse to
-//!    start), copy the state file to `state.started`;
+//!    start), copy the state file to `state.started`; read the uploaded CRLs (one that
+//!    does not verify refuses start-up) and the operator CRLs: with `--on-revoke
+//!    destroy`, unikernels, block devices and policies created or installed through a
+//!    revoked certificate are not restored (they are dropped from the state);
 //! 3. import: images embedded in the state file (albatross's files, any version the
 //!    codec reads) are extracted to `images/` and the state rewritten without them;
 //! 4. register the block device files, discover the root policy (the host), then insert
@@ -23,11 +26,12 @@ use crate::executor::block::BlockStore;
 use crate::executor::events::Event;
 use crate::executor::image;
 use crate::executor::net::Network;
-use crate::executor::persist::{self, FILE_MODE, MAX_STATE_SIZE, Records, StateDir};
+use crate::executor::persist::{self, Affected, FILE_MODE, MAX_STATE_SIZE, Records, StateDir};
+use crate::executor::revoke::{self, Revocation, RevocationSetup};
 use crate::executor::state::{Global, Inner};
 use crate::executor::tender::Tender;
 use crate::executor::unikernel::Launch;
-use crate::executor::{ExecError, ExecutorConfig, host};
+use crate::executor::{ExecError, ExecutorConfig, OnRevoke, host};
 use crate::name::{Name, Path};
 use crate::resources::Resources;
 use crate::store;
@@ -37,6 +41,7 @@ pub(crate) async fn start(
     config: ExecutorConfig,
     network: Arc<dyn Network>,
     tender: Arc<dyn Tender>,
+    setup: RevocationSetup,
 ) -> Result<Arc<Inner>, ExecError> {
     let dir = StateDir::new(config.state_dir.clone());
     dir.create()?;
@@ -48,11 +53,37 @@ pub(crate) async fn start(
     let mut records = Records::load(&dir.records_file())?;
     let mut state = read_state(&dir)?;
     extract_images(&dir, &mut state, config.limits.max_image_size).await;
+    let crls = revoke::load(
+        &dir,
+        &setup,
+        &records,
+        config.limits.max_crl_size,
+        time::OffsetDateTime::now_utc(),
+    )?;
+    // What revoked chains created is not restored (unless work is kept).
+    let revoked = match config.on_revoke {
+        OnRevoke::Destroy => records.affected_by(&crls.book.store().revoked_ids()),
+        OnRevoke::Keep => Affected::default(),
+    };
+    if !revoked.is_empty() {
+        tracing::warn!(
+            unikernels = ?revoked.unikernels.iter().map(Name::text).collect::<Vec<_>>(),
+            blocks = ?revoked.blocks.iter().map(Name::text).collect::<Vec<_>>(),
+            policies = ?revoked.policies.iter().map(|p| Name::of_path(p.clone()).text()).collect::<Vec<_>>(),
+            "created or installed through revoked certificates: not restored"
+        );
+    }
 
     let (blocks, devices) = BlockStore::open(dir.block())?;
     let root = host::root_policy(&dir.block(), network.as_ref(), &config.host)?;
     let mut resources = Resources::new(root);
     for (name, size_mb) in devices {
+        if revoked.blocks.contains(&name) {
+            if let Err(e) = blocks.remove(&name) {
+                tracing::error!(%name, error = %e, "could not remove a revoked block device");
+            }
+            continue;
+        }
         // Only the root policy is in place yet: this fails only if the host's block
         // storage is smaller than the devices (overridden, or the disk shrank).
         if let Err(e) = resources.insert_block(&name, size_mb) {
@@ -66,7 +97,7 @@ pub(crate) async fn start(
     policies.sort();
     for entry in &policies.policies {
         let path = policy_path(&entry.name);
-        if path.is_root() {
+        if path.is_root() || revoked.policies.contains(&path) {
             continue;
         }
         resources
@@ -80,6 +111,7 @@ pub(crate) async fn start(
     let mut order: Vec<(Name, UnikernelConfig)> = state
         .unikernels
         .iter()
+        .filter(|e| !revoked.unikernels.contains(&e.name))
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
     // A stable sort: equal priorities keep the state file's order.
@@ -113,7 +145,10 @@ pub(crate) async fn start(
         busy_blocks: BTreeSet::new(),
         shutting_down: false,
     };
-    let inner = Arc::new(Inner::new(config, network, tender, blocks, lock, global));
+    let revocation = Revocation::new(setup, crls);
+    let inner = Arc::new(Inner::new(
+        config, network, tender, blocks, lock, global, revocation,
+    ));
     inner.persist().await?;
     for (name, config) in order {
         let _lock = inner.lock_name(&name).await;

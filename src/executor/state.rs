@@ -27,6 +27,7 @@ use crate::executor::events::Events;
 use crate::executor::image::ImageDigest;
 use crate::executor::net::{InterfaceName, Network};
 use crate::executor::persist::{DirLock, FILE_MODE, Records, StateDir};
+use crate::executor::revoke::Revocation;
 use crate::executor::tender::{ExitReason, Pid, Tender};
 use crate::name::{Name, Path};
 use crate::resources::Resources;
@@ -48,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) blocks: BlockStore,
     /// Console buffers and subscriptions.
     pub(crate) console: ConsoleHub,
+    /// CRLs, the published revocation store, operator CRLs waiting for their issuer.
+    pub(crate) revocation: Revocation,
     global: Mutex<Global>,
     names: NameLocks,
     persisted: tokio::sync::Mutex<Persisted>,
@@ -167,6 +170,7 @@ impl Inner {
         blocks: BlockStore,
         lock: DirLock,
         global: Global,
+        revocation: Revocation,
     ) -> Self {
         Self {
             dir: StateDir::new(config.state_dir.clone()),
@@ -175,6 +179,7 @@ impl Inner {
                 config.limits.max_console_subscribers,
             ),
             blocks,
+            revocation,
             config,
             network,
             tender,

@@ -656,8 +656,8 @@ pub fn validate_crl(
     now: OffsetDateTime,
     skew: Duration,
 ) -> Result<ValidatedCrl, CrlError> {
-    check_issuer_and_signature(&crl, issuer)?;
-    let number = crl.number.clone().ok_or(CrlError::NoCrlNumber)?;
+    let validated = verify_crl(crl, issuer)?;
+    let crl = &validated.crl;
     let now = now.unix_timestamp();
     let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
     if crl.this_update > now.saturating_add(skew) {
@@ -671,6 +671,16 @@ pub fn validate_crl(
             return Err(CrlError::Expired { next_update, now });
         }
     }
+    Ok(validated)
+}
+
+/// The checks of [`validate_crl`] that do not depend on the time: issuer name, cRLSign,
+/// signature, CRL number. For a CRL accepted once already (stored after an upload and
+/// read again at start-up), and for an operator's CRL whose nextUpdate has passed (its
+/// entries still revoke: an old list is never a reason to trust again).
+pub fn verify_crl(crl: ParsedCrl, issuer: &CertificateFacts) -> Result<ValidatedCrl, CrlError> {
+    check_issuer_and_signature(&crl, issuer)?;
+    let number = crl.number.clone().ok_or(CrlError::NoCrlNumber)?;
     Ok(ValidatedCrl { crl, number })
 }
 

@@ -41,8 +41,8 @@ mod failure;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -51,7 +51,7 @@ use tokio::sync::Semaphore;
 use crate::audit::AuditLog;
 use crate::executor::api::Handler;
 use crate::limits::Limits;
-use crate::revocation::RevocationStore;
+pub use crate::revocation::SharedRevocations;
 use crate::tls::Acceptor;
 
 pub use failure::{
@@ -61,29 +61,6 @@ pub use failure::{
 /// Pause after a failed `accept` (for instance when the process is out of file
 /// descriptors), so that the loop does not spin while connections close.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The revocation store that applies to new connections. A new store (a CRL upload, a
-/// SIGHUP reload) replaces the old one atomically and applies to the very next
-/// connection; connections in progress keep the store they started with.
-#[derive(Debug, Default)]
-pub struct SharedRevocations(RwLock<Arc<RevocationStore>>);
-
-impl SharedRevocations {
-    /// Starts with `store`.
-    pub fn new(store: RevocationStore) -> Self {
-        Self(RwLock::new(Arc::new(store)))
-    }
-
-    /// The store for a connection starting now.
-    pub fn current(&self) -> Arc<RevocationStore> {
-        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Replaces the store for later connections.
-    pub fn replace(&self, store: RevocationStore) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
-    }
-}
 
 /// How a request ended, as logged and audited.
 #[derive(Debug, Clone, PartialEq, Eq)]

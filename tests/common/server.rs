@@ -267,6 +267,13 @@ impl Endpoint {
         self.dir.join("state")
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the endpoint.
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pid, signal) };
+    }
+
     /// Stops the endpoint with SIGTERM and returns its exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
