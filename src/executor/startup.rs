@@ -3,7 +3,8 @@
 //! 1. create the state directory (mode 0700), take its lock (one executor per
 //!    directory) and clean up after a previous instance:
 //!    kill tenders its run records show still running, remove their taps and unused
-//!    taps, empty `tmp/` ([`persist::reconcile`]);
+//!    taps, empty `tmp/` ([`persist::reconcile`]), then remove the cgroups they leave
+//!    empty ([`Cgroups::reconcile`]);
 //! 2. read petrel's records and the state file (absent: empty; unparsable: refuse to
 //!    start), copy the state file to `state.started`;
 //! 3. import: images embedded in the state file (albatross's files, any version the
@@ -20,11 +21,13 @@ use std::sync::Arc;
 
 use crate::codec::{self, DEFAULT_STARTUP, State, UnikernelConfig};
 use crate::executor::block::BlockStore;
+use crate::executor::cgroup::Cgroups;
 use crate::executor::events::Event;
 use crate::executor::image;
 use crate::executor::net::Network;
 use crate::executor::persist::{self, FILE_MODE, MAX_STATE_SIZE, Records, StateDir};
 use crate::executor::state::{Global, Inner};
+use crate::executor::stats::{self, Sources};
 use crate::executor::tender::Tender;
 use crate::executor::unikernel::Launch;
 use crate::executor::{ExecError, ExecutorConfig, host};
@@ -37,6 +40,7 @@ pub(crate) async fn start(
     config: ExecutorConfig,
     network: Arc<dyn Network>,
     tender: Arc<dyn Tender>,
+    cgroups: Cgroups,
 ) -> Result<Arc<Inner>, ExecError> {
     let dir = StateDir::new(config.state_dir.clone());
     dir.create()?;
@@ -44,6 +48,11 @@ pub(crate) async fn start(
     let leftovers = persist::reconcile(&dir, network.as_ref()).await?;
     if leftovers != persist::Leftovers::default() {
         tracing::warn!(?leftovers, "cleaned up after a previous run");
+    }
+    match cgroups.reconcile() {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => tracing::warn!(?removed, "removed cgroups left over from a previous run"),
+        Err(e) => tracing::warn!(error = %e, "could not clean up leftover cgroups"),
     }
     let mut records = Records::load(&dir.records_file())?;
     let mut state = read_state(&dir)?;
@@ -113,7 +122,10 @@ pub(crate) async fn start(
         busy_blocks: BTreeSet::new(),
         shutting_down: false,
     };
-    let inner = Arc::new(Inner::new(config, network, tender, blocks, lock, global));
+    let inner = Arc::new(Inner::new(
+        config, network, tender, cgroups, blocks, lock, global,
+    ));
+    stats::spawn_sampler(&inner, Sources::default());
     inner.persist().await?;
     for (name, config) in order {
         let _lock = inner.lock_name(&name).await;

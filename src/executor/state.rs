@@ -22,11 +22,13 @@ use tokio::task::AbortHandle;
 use crate::codec::{self, NetInfo, State, Timestamp, TrieEntry, UnikernelConfig};
 use crate::executor::ExecutorConfig;
 use crate::executor::block::BlockStore;
+use crate::executor::cgroup::{Cgroup, Cgroups};
 use crate::executor::console::ConsoleHub;
 use crate::executor::events::Events;
 use crate::executor::image::ImageDigest;
 use crate::executor::net::{InterfaceName, Network};
 use crate::executor::persist::{DirLock, FILE_MODE, Records, StateDir};
+use crate::executor::stats::{StatsHandle, StatsHub};
 use crate::executor::tender::{ExitReason, Pid, Tender};
 use crate::name::{Name, Path};
 use crate::resources::Resources;
@@ -48,6 +50,10 @@ pub(crate) struct Inner {
     pub(crate) blocks: BlockStore,
     /// Console buffers and subscriptions.
     pub(crate) console: ConsoleHub,
+    /// Per-unikernel cgroups (or none).
+    pub(crate) cgroups: Cgroups,
+    /// Statistics subscriptions and the latest round; closed when this is dropped.
+    pub(crate) stats: StatsHandle,
     global: Mutex<Global>,
     names: NameLocks,
     persisted: tokio::sync::Mutex<Persisted>,
@@ -98,6 +104,8 @@ pub(crate) struct Instance {
     pub(crate) attempt: u32,
     /// Set when a command stops it: receives the exit instead of the restart logic.
     pub(crate) stop: Option<oneshot::Sender<ExitReason>>,
+    /// Its cgroup, if tenders run in cgroups.
+    pub(crate) cgroup: Option<Cgroup>,
 }
 
 /// A unikernel waiting for its automatic restart.
@@ -164,11 +172,14 @@ impl Inner {
         config: ExecutorConfig,
         network: Arc<dyn Network>,
         tender: Arc<dyn Tender>,
+        cgroups: Cgroups,
         blocks: BlockStore,
         lock: DirLock,
         global: Global,
     ) -> Self {
         Self {
+            cgroups,
+            stats: StatsHandle(Arc::new(StatsHub::new(config.limits.stats_interval))),
             dir: StateDir::new(config.state_dir.clone()),
             console: ConsoleHub::new(
                 config.limits.console_lines,
