@@ -51,6 +51,7 @@ use tokio::sync::Semaphore;
 use crate::audit::AuditLog;
 use crate::executor::api::Handler;
 use crate::limits::Limits;
+use crate::metrics::ServerMetrics;
 use crate::revocation::RevocationStore;
 use crate::tls::Acceptor;
 
@@ -100,6 +101,20 @@ pub enum Outcome {
     ClientGone(String),
 }
 
+impl Outcome {
+    /// The outcome as the metrics label it: `ok`, `failure`, `refused`, `ended`,
+    /// `client_gone`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failure(_) => "failure",
+            Self::Refused(_) => "refused",
+            Self::Ended => "ended",
+            Self::ClientGone(_) => "client_gone",
+        }
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -127,6 +142,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     handshakes: Semaphore,
     refused: AtomicU64,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl fmt::Debug for Server {
@@ -158,8 +174,15 @@ impl Server {
                 audit,
                 limits,
                 refused: AtomicU64::new(0),
+                metrics: Arc::new(ServerMetrics::default()),
             }),
         }
+    }
+
+    /// The server's counters (connections, handshakes, commands, octets streamed), for
+    /// the metrics exporter.
+    pub fn metrics(&self) -> Arc<ServerMetrics> {
+        Arc::clone(&self.shared.metrics)
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, each handled in its
@@ -191,6 +214,7 @@ impl Server {
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
         let Ok(permit) = Arc::clone(&self.shared.connections).try_acquire_owned() else {
+            self.shared.metrics.connection_refused();
             let refused = self.shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(%peer, "connection refused: connection limit reached");
             if refused.is_power_of_two() {
