@@ -586,7 +586,7 @@ impl Cgroups {
                     version = %cgroups.version().map_or("none".to_owned(), |v| v.to_string()),
                     parent = %parent,
                     controllers = %cgroups.controller_names(),
-                    "each tender runs in a cgroup of its own"
+                    "tenders run in cgroups of their own"
                 );
                 cgroups
             }
