@@ -5,12 +5,13 @@
 //! # Sampling
 //! Every [`Limits::stats_interval`](crate::limits::Limits::stats_interval) a sampler task
 //! reads, on a blocking thread, for each running unikernel ([`sample`]):
-//! - its tender's `/proc/<pid>/stat`, `status` and `statm`: the [`RUsage`] and
-//!   [`KinfoMem`] albatross fills on Linux (times from clock ticks, `maxrss` from
-//!   `VmHWM` in KiB as getrusage(2) reports it, page counts in pages);
+//! - its tender's `/proc/<pid>/stat` and `status`: the [`RUsage`] and [`KinfoMem`]
+//!   albatross fills on Linux (times from clock ticks, `maxrss` from `VmHWM` in KiB as
+//!   getrusage(2) reports it, sizes in pages);
 //! - its cgroup's memory and CPU usage ([`UsageFiles`]);
 //! - each tap's counters, from one read of `/proc/net/dev` for all taps (one file instead
-//!   of ten per tap: docs/PERFORMANCE.md), and its `mtu` and `flags` from sysfs. The
+//!   of ten per tap: docs/PERFORMANCE.md), and its MTU and flags from two ioctls on one
+//!   socket per round (every file read costs a few syscalls, so fewer files). The
 //!   counters are the host-side tap's, as albatross reports them: `input` is what the
 //!   unikernel sent, `output` what it was sent. `IfData.bridge` is the unikernel-side
 //!   device name (albatross's choice).
@@ -100,16 +101,11 @@ pub const VMM_CGROUP_CPU_USEC: &str = "cgroup_cpu_usec";
 pub struct Sources {
     /// procfs (`/proc`); `net/dev` below it gives the interface counters.
     pub proc: PathBuf,
-    /// The network interfaces in sysfs (`/sys/class/net`).
-    pub sys_class_net: PathBuf,
 }
 
 impl Default for Sources {
     fn default() -> Self {
-        Self {
-            proc: PROC.into(),
-            sys_class_net: crate::executor::net::SYSFS_NET.into(),
-        }
+        Self { proc: PROC.into() }
     }
 }
 
@@ -215,6 +211,10 @@ pub struct ProcStatus {
     pub vm_rss_kib: u64,
     /// Stack size, KiB (`VmStk`).
     pub vm_stk_kib: u64,
+    /// Text (code) size, KiB (`VmExe`).
+    pub vm_exe_kib: u64,
+    /// Data size, KiB (`VmData`).
+    pub vm_data_kib: u64,
     /// Voluntary context switches.
     pub voluntary_ctxt_switches: u64,
     /// Involuntary context switches.
@@ -232,6 +232,8 @@ pub fn parse_proc_status(text: &str) -> ProcStatus {
             "VmHWM" => &mut status.vm_hwm_kib,
             "VmRSS" => &mut status.vm_rss_kib,
             "VmStk" => &mut status.vm_stk_kib,
+            "VmExe" => &mut status.vm_exe_kib,
+            "VmData" => &mut status.vm_data_kib,
             "voluntary_ctxt_switches" => &mut status.voluntary_ctxt_switches,
             "nonvoluntary_ctxt_switches" => &mut status.nonvoluntary_ctxt_switches,
             _ => continue,
@@ -241,27 +243,6 @@ pub fn parse_proc_status(text: &str) -> ProcStatus {
         }
     }
     status
-}
-
-/// The fields of `/proc/<pid>/statm` petrel uses, in pages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Statm {
-    /// Text (code) pages (field 4).
-    pub text: u64,
-    /// Data and stack pages (field 6).
-    pub data: u64,
-}
-
-/// Parses `/proc/<pid>/statm`.
-pub fn parse_statm(text: &str) -> Option<Statm> {
-    let fields: Vec<u64> = text
-        .split_whitespace()
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    Some(Statm {
-        text: *fields.get(3)?,
-        data: *fields.get(5)?,
-    })
 }
 
 /// The counters of one interface in `/proc/net/dev`.
@@ -398,8 +379,6 @@ pub struct TenderFigures {
     pub stat: ProcStat,
     /// `/proc/<pid>/status`.
     pub status: ProcStatus,
-    /// `/proc/<pid>/statm` (zeros if unreadable).
-    pub statm: Statm,
 }
 
 /// The counters and settings of one tap.
@@ -407,9 +386,9 @@ pub struct TenderFigures {
 pub struct TapFigures {
     /// From `/proc/net/dev`.
     pub counters: DevCounters,
-    /// sysfs `mtu`.
+    /// MTU (`SIOCGIFMTU`).
     pub mtu: u64,
-    /// sysfs `flags`.
+    /// Interface flags (`SIOCGIFFLAGS`).
     pub flags: u64,
 }
 
@@ -445,9 +424,9 @@ pub fn stats_data(
     let kinfo_mem = KinfoMem {
         vsize: int64(stat.vsize),
         rss: int64(stat.rss),
-        tsize: int64(tender.statm.text),
-        dsize: int64(tender.statm.data),
-        ssize: int64(status.vm_stk_kib.saturating_mul(1024) / units.page_size),
+        tsize: int64(pages(units, status.vm_exe_kib)),
+        dsize: int64(pages(units, status.vm_data_kib)),
+        ssize: int64(pages(units, status.vm_stk_kib)),
         runtime: int64(units.nanos(stat.utime.saturating_add(stat.stime)) / 1000),
         cow: 0,
         start: Timeval {
@@ -508,6 +487,11 @@ pub fn stats_data(
     }
 }
 
+/// KiB in pages.
+fn pages(units: Units, kib: u64) -> u64 {
+    kib.saturating_mul(1024) / units.page_size
+}
+
 fn int64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -519,13 +503,15 @@ pub fn sample(sources: &Sources, targets: &[Target]) -> Vec<UnikernelSample> {
 
 /// [`sample`] with the given units (for tests and fake trees).
 pub fn sample_with(sources: &Sources, units: Units, targets: &[Target]) -> Vec<UnikernelSample> {
-    let devices = if targets.iter().any(|t| !t.nets.is_empty()) {
+    let any_nets = targets.iter().any(|t| !t.nets.is_empty());
+    let devices = if any_nets {
         read_bounded(&sources.proc.join("net/dev"), MAX_NET_DEV_SIZE)
             .map(|text| parse_net_dev(&text))
             .unwrap_or_default()
     } else {
         HashMap::new()
     };
+    let settings = any_nets.then(InterfaceSettings::open).flatten();
     let mut samples = Vec::with_capacity(targets.len());
     for target in targets {
         let dir = sources.proc.join(target.pid.to_string());
@@ -538,29 +524,18 @@ pub fn sample_with(sources: &Sources, units: Units, targets: &[Target]) -> Vec<U
         let status = read_bounded(&dir.join("status"), MAX_PROC_FILE_SIZE)
             .map(|t| parse_proc_status(&t))
             .unwrap_or_default();
-        let statm = read_bounded(&dir.join("statm"), MAX_PROC_FILE_SIZE)
-            .as_deref()
-            .and_then(parse_statm)
-            .unwrap_or_default();
-        let tender = TenderFigures {
-            stat,
-            status,
-            statm,
-        };
+        let tender = TenderFigures { stat, status };
         let taps: Vec<(String, TapFigures)> = target
             .nets
             .iter()
             .map(|net| {
-                let sys = sources.sys_class_net.join(&net.tap);
-                let number = |file: &str| {
-                    read_bounded(&sys.join(file), MAX_PROC_FILE_SIZE).and_then(|t| parse_number(&t))
-                };
+                let (mtu, flags) = settings.as_ref().map_or((0, 0), |s| s.of(&net.tap));
                 (
                     net.netif.clone(),
                     TapFigures {
                         counters: devices.get(&net.tap).copied().unwrap_or_default(),
-                        mtu: number("mtu").unwrap_or(0),
-                        flags: number("flags").unwrap_or(0),
+                        mtu,
+                        flags,
                     },
                 )
             })
@@ -587,12 +562,46 @@ pub fn sample_with(sources: &Sources, units: Units, targets: &[Target]) -> Vec<U
     samples
 }
 
-/// A decimal or `0x` hexadecimal number (sysfs `flags` is hexadecimal).
-fn parse_number(text: &str) -> Option<u64> {
-    let text = text.trim();
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
+/// Reads interface settings with ioctls on one datagram socket (of this process's network
+/// namespace, where the taps are).
+struct InterfaceSettings(std::os::fd::OwnedFd);
+
+impl InterfaceSettings {
+    fn open() -> Option<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the result is checked before it is owned.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: a fresh descriptor this function owns.
+        (fd >= 0).then(|| Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// `(mtu, flags)` of interface `name`; zeros if it cannot be read.
+    fn of(&self, name: &str) -> (u64, u64) {
+        use std::os::fd::AsRawFd;
+        if name.len() >= libc::IFNAMSIZ {
+            return (0, 0);
+        }
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (slot, byte) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *slot = libc::c_char::from_ne_bytes([byte]);
+        }
+        let fd = self.0.as_raw_fd();
+        // SAFETY: SIOCGIFMTU and SIOCGIFFLAGS read into the ifreq given, which holds a
+        // NUL-terminated name (shorter than IFNAMSIZ, the rest zero).
+        unsafe {
+            let mtu = if libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) == 0 {
+                u64::try_from(req.ifr_ifru.ifru_mtu).unwrap_or(0)
+            } else {
+                0
+            };
+            let flags = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 {
+                u64::from(u16::from_ne_bytes(req.ifr_ifru.ifru_flags.to_ne_bytes()))
+            } else {
+                0
+            };
+            (mtu, flags)
+        }
     }
 }
 
@@ -992,14 +1001,15 @@ mod tests {
                         0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
 
     const STATUS: &str = "Name:\tsolo5-hvt\nState:\tS (sleeping)\nVmPeak:\t  530000 kB\n\
-                          VmHWM:\t   12344 kB\nVmRSS:\t   12288 kB\nVmStk:\t     132 kB\n\
+                          VmHWM:\t   12344 kB\nVmRSS:\t   12288 kB\nVmData:\t    8192 kB\n\
+                          VmStk:\t     132 kB\nVmExe:\t    1024 kB\n\
                           voluntary_ctxt_switches:\t17\nnonvoluntary_ctxt_switches:\t3\n";
 
     const NET_DEV: &str = "\
 Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
-vmmtap0: 123456     789    1    2    0     0          0         3   654321     987    4    5    0     6       0          0
+petrelfake0: 123456     789    1    2    0     0          0         3   654321     987    4    5    0     6       0          0
  broken: 1 2 3
 ";
 
@@ -1025,20 +1035,31 @@ vmmtap0: 123456     789    1    2    0     0          0         3   654321     9
                 vm_hwm_kib: 12344,
                 vm_rss_kib: 12288,
                 vm_stk_kib: 132,
+                vm_exe_kib: 1024,
+                vm_data_kib: 8192,
                 voluntary_ctxt_switches: 17,
                 nonvoluntary_ctxt_switches: 3,
             }
         );
         assert_eq!(parse_proc_status(""), ProcStatus::default());
         assert_eq!(
-            parse_statm("132096 3072 1024 256 0 2048 0\n"),
-            Some(Statm {
-                text: 256,
-                data: 2048
-            })
+            parse_proc_status("VmRSS:\tlots kB\nVmHWM 5 kB\nVmStk:\t7 kB\n"),
+            ProcStatus {
+                vm_stk_kib: 7,
+                ..ProcStatus::default()
+            }
         );
-        assert_eq!(parse_statm("1 2 3"), None);
-        assert_eq!(parse_statm("1 2 3 4 5 x 7"), None);
+    }
+
+    #[test]
+    fn interface_settings_by_ioctl() {
+        let settings = InterfaceSettings::open().unwrap();
+        let (mtu, flags) = settings.of("lo");
+        assert!(mtu > 0);
+        let loopback = u64::try_from(libc::IFF_LOOPBACK).unwrap();
+        assert_eq!(flags & loopback, loopback);
+        assert_eq!(settings.of("petrel-nothing"), (0, 0));
+        assert_eq!(settings.of("a-name-longer-than-ifnamsiz"), (0, 0));
     }
 
     #[test]
@@ -1046,7 +1067,7 @@ vmmtap0: 123456     789    1    2    0     0          0         3   654321     9
         let devices = parse_net_dev(NET_DEV);
         assert_eq!(devices.len(), 2);
         assert_eq!(
-            devices["vmmtap0"],
+            devices["petrelfake0"],
             DevCounters {
                 rx_bytes: 123_456,
                 rx_packets: 789,
@@ -1072,13 +1093,9 @@ vmmtap0: 123456     789    1    2    0     0          0         3   654321     9
         let tender = TenderFigures {
             stat: parse_proc_stat(STAT).unwrap(),
             status: parse_proc_status(STATUS),
-            statm: Statm {
-                text: 256,
-                data: 2048,
-            },
         };
         let tap = TapFigures {
-            counters: parse_net_dev(NET_DEV)["vmmtap0"],
+            counters: parse_net_dev(NET_DEV)["petrelfake0"],
             mtu: 1500,
             flags: 0x1003,
         };
@@ -1195,13 +1212,10 @@ vmmtap0: 123456     789    1    2    0     0          0         3   654321     9
         let root = tempfile::tempdir().unwrap();
         let sources = Sources {
             proc: root.path().join("proc"),
-            sys_class_net: root.path().join("sys"),
         };
         write(&sources.proc.join("net/dev"), NET_DEV);
         write(&sources.proc.join("4242/stat"), STAT);
         write(&sources.proc.join("4242/status"), STATUS);
-        write(&sources.sys_class_net.join("vmmtap0/mtu"), "1500\n");
-        write(&sources.sys_class_net.join("vmmtap0/flags"), "0x1003\n");
         write(&root.path().join("cg/memory.current"), "4096\n");
         write(&root.path().join("cg/cpu.stat"), "usage_usec 7\n");
         let units = Units {
@@ -1214,7 +1228,7 @@ vmmtap0: 123456     789    1    2    0     0          0         3   654321     9
             started: Timestamp::EPOCH,
             nets: vec![TargetNet {
                 netif: "service".into(),
-                tap: "vmmtap0".into(),
+                tap: "petrelfake0".into(),
             }],
             cgroup: cgroup.then(|| UsageFiles {
                 memory: Some(root.path().join("cg/memory.current")),
@@ -1250,8 +1264,9 @@ vmmtap0: 123456     789    1    2    0     0          0         3   654321     9
                 ("b:c".to_owned(), 3_800_000_000, 12_582_912, None, 987),
             ]
         );
-        assert_eq!(samples[0].data.ifdata[0].mtu, 1500);
-        assert_eq!(samples[0].data.ifdata[0].flags, 0x1003);
+        // No such interface here: MTU and flags unknown.
+        assert_eq!(samples[0].data.ifdata[0].mtu, 0);
+        assert_eq!(samples[0].data.ifdata[0].flags, 0);
     }
 
     #[test]
