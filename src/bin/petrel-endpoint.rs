@@ -125,12 +125,12 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = limits::STATS_INTERVAL.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     stats_interval: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1), IP:PORT or
-    /// [IPv6]:PORT [default: off].
+    /// Serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1), IP:PORT, or an
+    /// IPv6 address in brackets and :PORT (default: off).
     #[arg(long, value_name = "ADDR", value_parser = metrics::parse_listen_address)]
     metrics: Option<SocketAddr>,
     /// Push the metrics as Influx line protocol over TCP to HOST:PORT every stats
-    /// interval (e.g. Telegraf's socket_listener) [default: off].
+    /// interval, e.g. to Telegraf's socket_listener (default: off).
     #[arg(long, value_name = "HOST:PORT")]
     influx: Option<String>,
     /// Parent cgroup of the tenders' cgroups, relative to each cgroup hierarchy's root

@@ -9,7 +9,9 @@
 //! in the child before `exec` (no `taskset` process), CPU ids the host does not have are
 //! refused before spawning, the console is a pipe rather than a fifo, the tender runs in
 //! its own process group and is killed by the kernel when petrel dies
-//! (`PR_SET_PDEATHSIG`), and an exec failure is its own error (Note E2).
+//! (`PR_SET_PDEATHSIG`), with cgroups it joins its unikernel's group before `exec`
+//! ([`Tender::spawn_in`], [`crate::executor::cgroup`]), and an exec failure is its own
+//! error (Note E2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
