@@ -493,4 +493,32 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn verification_errors_as_refusal_reasons() {
+        use openssl_sys as sys;
+        let cases = [
+            (
+                sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+                "unknown_ca",
+            ),
+            (sys::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, "unknown_ca"),
+            (sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "unknown_ca"),
+            (sys::X509_V_ERR_CERT_HAS_EXPIRED, "expired"),
+            (sys::X509_V_ERR_CERT_NOT_YET_VALID, "not_yet_valid"),
+            (
+                sys::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION,
+                "critical_extension",
+            ),
+            (sys::X509_V_ERR_CERT_SIGNATURE_FAILURE, "bad_signature"),
+            (sys::X509_V_ERR_CERT_CHAIN_TOO_LONG, "chain_too_long"),
+            (sys::X509_V_ERR_INVALID_PURPOSE, "bad_certificate"),
+        ];
+        for (code, label) in cases {
+            assert_eq!(verify_refusal(code).label(), label, "{code}");
+        }
+        let labels: std::collections::BTreeSet<&str> =
+            HandshakeRefusal::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), HandshakeRefusal::ALL.len());
+    }
 }
