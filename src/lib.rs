@@ -22,6 +22,7 @@ pub mod dev;
 pub mod executor;
 pub mod inspect;
 pub mod limits;
+pub mod metrics;
 pub mod name;
 pub mod pki;
 pub mod policy;

@@ -88,6 +88,11 @@ pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// [`RESTART_BACKOFF_INITIAL`] again: its earlier crashes no longer count.
 pub const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
 
+/// Time between two samples of every unikernel's statistics (albatross-stats'
+/// `--interval` default). Sampling only happens while somebody subscribes or metrics are
+/// on; one round over 1 000 unikernels costs a few milliseconds (docs/PERFORMANCE.md).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+
 /// All limits, with their defaults above; the endpoint's flags override them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -125,6 +130,8 @@ pub struct Limits {
     pub restart_backoff_max: Duration,
     /// See [`RESTART_BACKOFF_RESET`].
     pub restart_backoff_reset: Duration,
+    /// See [`STATS_INTERVAL`].
+    pub stats_interval: Duration,
 }
 
 impl Default for Limits {
@@ -147,6 +154,7 @@ impl Default for Limits {
             restart_backoff_initial: RESTART_BACKOFF_INITIAL,
             restart_backoff_max: RESTART_BACKOFF_MAX,
             restart_backoff_reset: RESTART_BACKOFF_RESET,
+            stats_interval: STATS_INTERVAL,
         }
     }
 }

@@ -252,6 +252,114 @@ pub fn handshake_error_text(error: &openssl::ssl::Error, ssl: &SslRef) -> String
     }
 }
 
+/// Why a handshake was refused, as the metrics count it (`petrel_handshakes_total`'s
+/// `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeRefusal {
+    /// The chain does not lead to a configured CA (also a self-signed leaf).
+    UnknownCa,
+    /// A certificate has expired.
+    Expired,
+    /// A certificate is not valid yet.
+    NotYetValid,
+    /// A certificate has a critical extension OpenSSL does not handle (a critical
+    /// albatross extension).
+    CriticalExtension,
+    /// A signature does not verify.
+    BadSignature,
+    /// The chain is longer than the verify depth.
+    ChainTooLong,
+    /// Any other certificate verification failure.
+    BadCertificate,
+    /// The client sent no certificate.
+    NoCertificate,
+    /// The client's Certificate message exceeded `--max-chain-size`.
+    TooLarge,
+    /// The handshake did not finish within the handshake timeout.
+    Timeout,
+    /// No handshake slot came free within the queue timeout.
+    NoSlot,
+    /// The connection closed or failed during the handshake.
+    Closed,
+    /// Any other TLS failure (protocol version, cipher suites, …).
+    Protocol,
+}
+
+impl HandshakeRefusal {
+    /// Every reason, in the order the metrics list them.
+    pub const ALL: [Self; 13] = [
+        Self::UnknownCa,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::CriticalExtension,
+        Self::BadSignature,
+        Self::ChainTooLong,
+        Self::BadCertificate,
+        Self::NoCertificate,
+        Self::TooLarge,
+        Self::Timeout,
+        Self::NoSlot,
+        Self::Closed,
+        Self::Protocol,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UnknownCa => "unknown_ca",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::CriticalExtension => "critical_extension",
+            Self::BadSignature => "bad_signature",
+            Self::ChainTooLong => "chain_too_long",
+            Self::BadCertificate => "bad_certificate",
+            Self::NoCertificate => "no_certificate",
+            Self::TooLarge => "too_large",
+            Self::Timeout => "timeout",
+            Self::NoSlot => "no_slot",
+            Self::Closed => "closed",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// Classifies a failed handshake: the certificate verification error if verification
+/// failed, else OpenSSL's reason, else a closed connection.
+pub fn handshake_refusal(error: &openssl::ssl::Error, ssl: &SslRef) -> HandshakeRefusal {
+    let verify = ssl.verify_result();
+    if verify != X509VerifyResult::OK {
+        return verify_refusal(verify.as_raw());
+    }
+    let reason = error
+        .ssl_error()
+        .and_then(|stack| stack.errors().first())
+        .and_then(|e| e.reason());
+    match reason {
+        Some("peer did not return a certificate") => HandshakeRefusal::NoCertificate,
+        Some("excessive message size") => HandshakeRefusal::TooLarge,
+        Some(_) => HandshakeRefusal::Protocol,
+        None => HandshakeRefusal::Closed,
+    }
+}
+
+/// The refusal of an OpenSSL certificate verification error code (`X509_V_ERR_*`).
+pub fn verify_refusal(code: std::ffi::c_int) -> HandshakeRefusal {
+    use openssl_sys as sys;
+    match code {
+        sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | sys::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+        | sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+        | sys::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN => HandshakeRefusal::UnknownCa,
+        sys::X509_V_ERR_CERT_HAS_EXPIRED => HandshakeRefusal::Expired,
+        sys::X509_V_ERR_CERT_NOT_YET_VALID => HandshakeRefusal::NotYetValid,
+        sys::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION => HandshakeRefusal::CriticalExtension,
+        sys::X509_V_ERR_CERT_SIGNATURE_FAILURE => HandshakeRefusal::BadSignature,
+        sys::X509_V_ERR_CERT_CHAIN_TOO_LONG => HandshakeRefusal::ChainTooLong,
+        _ => HandshakeRefusal::BadCertificate,
+    }
+}
+
 /// What the client presented in a handshake whose certificate verification failed: the
 /// chain as far as OpenSSL built it (leaf first), recorded by the verify callback because
 /// OpenSSL keeps no peer certificate after a failed verification. For logs and the audit
@@ -384,5 +492,33 @@ mod tests {
                 missing.display()
             )
         );
+    }
+
+    #[test]
+    fn verification_errors_as_refusal_reasons() {
+        use openssl_sys as sys;
+        let cases = [
+            (
+                sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+                "unknown_ca",
+            ),
+            (sys::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, "unknown_ca"),
+            (sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "unknown_ca"),
+            (sys::X509_V_ERR_CERT_HAS_EXPIRED, "expired"),
+            (sys::X509_V_ERR_CERT_NOT_YET_VALID, "not_yet_valid"),
+            (
+                sys::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION,
+                "critical_extension",
+            ),
+            (sys::X509_V_ERR_CERT_SIGNATURE_FAILURE, "bad_signature"),
+            (sys::X509_V_ERR_CERT_CHAIN_TOO_LONG, "chain_too_long"),
+            (sys::X509_V_ERR_INVALID_PURPOSE, "bad_certificate"),
+        ];
+        for (code, label) in cases {
+            assert_eq!(verify_refusal(code).label(), label, "{code}");
+        }
+        let labels: std::collections::BTreeSet<&str> =
+            HandshakeRefusal::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), HandshakeRefusal::ALL.len());
     }
 }

@@ -1852,15 +1852,6 @@ async fn console_of_a_unikernel() {
             .await,
         fail("console list inactive needs a path, but :talk is a unikernel name")
     );
-    assert_eq!(
-        fx.root_ask(
-            &exec,
-            "talk",
-            Command::Statistics(codec::StatsCmd::Subscribe)
-        )
-        .await,
-        fail("stat subscribe: not supported yet")
-    );
     exec.shutdown().await;
 }
 

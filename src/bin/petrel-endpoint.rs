@@ -3,7 +3,9 @@
 //! ```text
 //! petrel-endpoint CACERT CERT KEY [--ip IP] [--port PORT] [--state-dir DIR] [--tender PATH]
 //!                 [--crl FILE]... [--on-revoke destroy|keep] [--systemd-socket-activation]
-//!                 [--inetd] [--log-level L] [--log-file] [limits...] [host overrides...]
+//!                 [--inetd] [--log-level L] [--log-file] [--stats-interval S]
+//!                 [--metrics ADDR] [--influx HOST:PORT] [--cgroup-parent P] [--no-cgroups]
+//!                 [limits...] [host overrides...]
 //! petrel-endpoint --dev
 //! ```
 
@@ -24,10 +26,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use petrel::audit::{AUDIT_FILE, AuditLog};
 use petrel::dev::{self, DEV_ADDR, DEV_DIR};
+use petrel::executor::cgroup::{CgroupParent, Cgroups};
 use petrel::executor::net::HostNetwork;
 use petrel::executor::tender::ProcessTender;
 use petrel::executor::{Executor, ExecutorConfig, HostOverrides, OnRevoke, RevocationSetup};
 use petrel::limits::{self, Limits};
+use petrel::metrics::{self, MetricsSource};
 use petrel::server::Server;
 use petrel::tls::Acceptor;
 use petrel::verify::TrustAnchors;
@@ -115,6 +119,28 @@ struct Args {
     #[arg(long)]
     log_file: bool,
 
+    /// Seconds between two samples of the unikernels' statistics (for `stats subscribe`,
+    /// --metrics and --influx; nothing is sampled while nobody asks).
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::STATS_INTERVAL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    stats_interval: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1), IP:PORT, or an
+    /// IPv6 address in brackets and :PORT (default: off).
+    #[arg(long, value_name = "ADDR", value_parser = metrics::parse_listen_address)]
+    metrics: Option<SocketAddr>,
+    /// Push the metrics as Influx line protocol over TCP to HOST:PORT every stats
+    /// interval, e.g. to Telegraf's socket_listener (default: off).
+    #[arg(long, value_name = "HOST:PORT")]
+    influx: Option<String>,
+    /// Parent cgroup of the tenders' cgroups, relative to each cgroup hierarchy's root
+    /// (give each endpoint on a host its own).
+    #[arg(long, value_name = "PATH", default_value = petrel::executor::cgroup::DEFAULT_PARENT,
+          value_parser = |s: &str| CgroupParent::parse(s).map_err(|e| e.to_string()))]
+    cgroup_parent: CgroupParent,
+    /// Run tenders as plain processes, without per-unikernel cgroups.
+    #[arg(long)]
+    no_cgroups: bool,
+
     /// Most connections open at once; more are closed right after accept.
     #[arg(long, default_value_t = limits::MAX_CONNECTIONS)]
     max_connections: usize,
@@ -183,6 +209,7 @@ impl Args {
             max_frame_size: self.max_frame_size,
             max_image_size: self.max_image_size,
             max_crl_size: self.max_crl_size,
+            stats_interval: Duration::from_secs(self.stats_interval),
             ..Limits::default()
         }
     }
@@ -331,10 +358,18 @@ fn run(args: &Args) -> Result<()> {
             OnRevokeArg::Keep => OnRevoke::Keep,
         },
     };
-    runtime.block_on(serve(source, acceptor, config, revocation, dev.as_ref()))
+    runtime.block_on(serve(
+        args,
+        source,
+        acceptor,
+        config,
+        revocation,
+        dev.as_ref(),
+    ))
 }
 
 async fn serve(
+    args: &Args,
     source: Source,
     acceptor: Acceptor,
     config: ExecutorConfig,
@@ -347,15 +382,30 @@ async fn serve(
         Source::Listener(listener) => Ready::Listener(listener),
         Source::Inetd(stream) => Ready::Inetd(stream),
     };
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics: listening on {addr}"))?,
+        ),
+        None => None,
+    };
     let audit_path = config.state_dir.join(AUDIT_FILE);
     let audit = AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
         .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
     let limits = config.limits.clone();
-    let executor = Executor::start_with(
+    let cgroups = if args.no_cgroups {
+        tracing::info!("--no-cgroups: tenders run as plain processes");
+        Cgroups::disabled()
+    } else {
+        Cgroups::setup(args.cgroup_parent.clone())
+    };
+    let executor = Executor::start_full(
         config,
         Arc::new(HostNetwork::new()),
         Arc::new(ProcessTender),
         revocation,
+        cgroups,
     )
     .await
     .context("starting the executor")?;
@@ -364,8 +414,28 @@ async fn serve(
         Arc::new(executor.clone()),
         executor.revocations(),
         audit.clone(),
-        limits,
+        limits.clone(),
     );
+    let mut exporters = Vec::new();
+    if metrics_listener.is_some() || args.influx.is_some() {
+        let source = Arc::new(MetricsSource::new(server.metrics(), Some(executor.clone())));
+        if let Some(listener) = metrics_listener {
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(address = %local, "metrics listening");
+            }
+            exporters.push(tokio::spawn(metrics::http::serve(
+                listener,
+                Arc::clone(&source),
+            )));
+        }
+        if let Some(target) = args.influx.clone() {
+            exporters.push(tokio::spawn(metrics::influx::push(
+                target,
+                source,
+                limits.stats_interval,
+            )));
+        }
+    }
 
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -417,6 +487,9 @@ async fn serve(
             true
         }
     };
+    for exporter in exporters {
+        exporter.abort();
+    }
     if stop_tenders {
         executor.shutdown().await;
     }

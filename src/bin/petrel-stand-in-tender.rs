@@ -18,7 +18,9 @@
 //! `--refuse-name` is also given: then exit 64 like a unikernel that does not know it),
 //! `--print=TEXT`, `--lines=N` (`line 1` … `line N`), `--write-block=NAME:TEXT` (at the
 //! start of that block device's file), `--alloc-mb=N` (allocated and touched),
-//! `--sleep-ms=MS`, `--exit=CODE`, `--wait` (until a signal), `--ignore-sigterm`.
+//! `--sleep-ms=MS`, `--exit=CODE`, `--wait` (until a signal), `--ignore-sigterm`,
+//! `--net-drain` (from then on, a thread per tap reads and discards every frame, as a
+//! unikernel's network stack would, so the tap's transmit counters move).
 //! Any other argument: exit 64. Without `--exit` or `--wait` it exits 0 at the end.
 //!
 //! If `PETREL_STAND_IN_RECORD_DIR` is set, before anything else it writes
@@ -151,7 +153,7 @@ fn run(prog: &str, args: &[String]) -> Result<u8, Failure> {
         return Err(fail(prog, format!("{image}: Could not open: {e}")));
     }
     check_image(prog, image, &options)?;
-    let _taps = open_taps(prog, &options)?;
+    let taps = open_taps(prog, &options)?;
     let blocks = open_blocks(prog, &options)?;
     let actions = parse_unikernel_args(unikernel, &blocks)?;
 
@@ -160,7 +162,7 @@ fn run(prog: &str, args: &[String]) -> Result<u8, Failure> {
         actions.iter().any(|a| matches!(a, Action::IgnoreSigterm)),
     );
     println!("Solo5: Bindings version {VERSION}");
-    run_actions(prog, actions, &blocks)
+    run_actions(prog, actions, &blocks, &taps)
 }
 
 fn parse_options(prog: &str, options: &[String]) -> Result<TenderOptions, Failure> {
@@ -334,6 +336,7 @@ enum Action {
     Exit(u8),
     Wait,
     IgnoreSigterm,
+    NetDrain,
 }
 
 fn parse_unikernel_args(
@@ -380,6 +383,8 @@ fn parse_unikernel_args(
             Action::Wait
         } else if arg == "--ignore-sigterm" {
             Action::IgnoreSigterm
+        } else if arg == "--net-drain" {
+            Action::NetDrain
         } else {
             return Err(unknown(arg));
         };
@@ -392,6 +397,7 @@ fn run_actions(
     prog: &str,
     actions: Vec<Action>,
     blocks: &BTreeMap<String, File>,
+    taps: &[OwnedFd],
 ) -> Result<u8, Failure> {
     let mut out = io::stdout().lock();
     let mut held: Vec<Vec<u8>> = Vec::new();
@@ -429,10 +435,29 @@ fn run_actions(
                 }
             }
             Action::IgnoreSigterm => {}
+            Action::NetDrain => {
+                for tap in taps {
+                    let tap = tap
+                        .try_clone()
+                        .map_err(|e| fail(prog, format!("duplicating a tap: {e}")))?;
+                    std::thread::spawn(move || drain(tap));
+                }
+            }
         }
     }
     let _ = out.flush();
     Ok(0)
+}
+
+/// Reads frames from a tap and discards them until it fails.
+fn drain(tap: OwnedFd) {
+    let mut file = File::from(tap);
+    let mut frame = vec![0u8; 65536];
+    while let Ok(n) = io::Read::read(&mut file, &mut frame) {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Allocates `mb` MiB and writes to every page so that it is resident.

@@ -30,7 +30,7 @@ use petrel::client::upload::Upload;
 use petrel::client::{ClientError, Exit, read_bounded};
 use petrel::codec::{
     BlockCmd, BlockDeviceSpec, Command, ConsoleCmd, NetDeviceSpec, PolicyCmd, RestartArgs,
-    RevocationCmd, SinceCount, UnikernelCmd,
+    RevocationCmd, SinceCount, StatsCmd, UnikernelCmd,
 };
 use petrel::executor::manifest::{check_manifest, read_image_file};
 use petrel::inspect;
@@ -86,6 +86,10 @@ enum Cmd {
     AddPolicy(AddPolicyArgs),
     /// Show the console output of a unikernel.
     Console(ConsoleArgs),
+    /// Show the statistics of unikernels until interrupted: a table per sample (CPU time,
+    /// memory, each network interface's tap counters), or one JSON line per frame with
+    /// --json.
+    Stats(StatsArgs),
     /// Create a block device.
     #[command(visible_alias = "create-block", alias = "create_block")]
     BlockAdd(BlockAddArgs),
@@ -314,6 +318,19 @@ struct InfoArgs {
     #[arg(value_parser = parse_name, conflicts_with = "name_option")]
     name: Option<Name>,
     /// The same as NAME (albatross-client's spelling).
+    #[arg(short = 'n', long = "name", id = "name_option", value_parser = parse_name, value_name = "NAME")]
+    name_option: Option<Name>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// Name of a unikernel, or a path (ending in `:`) for every unikernel below it;
+    /// default: everything the certificate may see.
+    #[arg(value_parser = parse_name, conflicts_with = "name_option")]
+    name: Option<Name>,
+    /// The same as NAME.
     #[arg(short = 'n', long = "name", id = "name_option", value_parser = parse_name, value_name = "NAME")]
     name_option: Option<Name>,
     #[command(flatten)]
@@ -627,6 +644,13 @@ fn run(command: Cmd) -> anyhow::Result<()> {
                 None,
             )
         }
+        Cmd::Stats(args) => request(
+            args.name.or(args.name_option).unwrap_or_else(Name::root),
+            Command::Statistics(StatsCmd::Subscribe),
+            None,
+            &args.target,
+            None,
+        ),
         Cmd::BlockAdd(args) => request(
             args.name,
             Command::Block(BlockCmd::Add(args.size)),

@@ -298,6 +298,7 @@ fn exchange(
     let name = tls::server_name(&connection.destination, connection.server_name.as_deref())?;
     let mode = ReplyMode::of(command);
     let mut printer = Printer::new(output.format, std::io::stdout(), std::io::stderr());
+    printer.clear_between_tables(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if mode == ReplyMode::Dump {
         let path = output
             .dump_to

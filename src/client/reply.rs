@@ -26,9 +26,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::request::ReplyMode;
 use super::{ClientError, tls};
 use crate::codec::{
-    BlockData, BlockDevice, Data, FailBehaviour, FrameLength, Payload, PolicyEntry, Success,
-    UnikernelInfo, Wire, decode_frame_header, decode_wire,
+    BlockData, BlockDevice, Data, FailBehaviour, FrameLength, Payload, PolicyEntry, StatsData,
+    Success, UnikernelInfo, Wire, decode_frame_header, decode_wire,
 };
+use crate::executor::stats::{VMM_CGROUP_CPU_USEC, VMM_CGROUP_MEMORY_BYTES, VMM_RSS_BYTES};
+use crate::name::Name;
 use crate::policy::join;
 
 /// Largest reply frame read. Info and policy replies list a whole subtree (a few hundred
@@ -37,6 +39,13 @@ pub const MAX_REPLY_FRAME_SIZE: usize = 64 * 1024 * 1024;
 
 /// Text of a connection that ended before the final reply (Note T1).
 pub const NO_FINAL_REPLY: &str = "the server closed the connection without a final reply";
+
+/// A statistics round is complete once no frame has come for this long (the frames of a
+/// round are sent back to back; rounds are seconds apart): its table is printed then.
+pub const ROUND_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Clears a terminal before a new statistics table (cursor home, erase display).
+pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 /// How replies are printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -103,7 +112,11 @@ where
 {
     let mut started = false;
     loop {
-        let Some(wire) = read_frame(r).await? else {
+        let next = next_frame(r, printer).await;
+        if next.as_ref().map_or(true, Option::is_none) {
+            printer.flush_stats()?;
+        }
+        let Some(wire) = next? else {
             return Err(ClientError::Communication(NO_FINAL_REPLY.to_owned()));
         };
         match (&wire.payload, mode) {
@@ -156,6 +169,29 @@ where
     }
 }
 
+/// The next frame; while a statistics table is pending, it is printed once no frame has
+/// come for [`ROUND_GAP`] (the read goes on undisturbed).
+async fn next_frame<R, W, E>(
+    r: &mut R,
+    printer: &mut Printer<W, E>,
+) -> Result<Option<Wire>, ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: Write,
+    E: Write,
+{
+    let frame = read_frame(r);
+    tokio::pin!(frame);
+    if printer.stats.is_empty() {
+        return frame.await;
+    }
+    tokio::select! {
+        result = &mut frame => return result,
+        () = tokio::time::sleep(ROUND_GAP) => printer.flush_stats()?,
+    }
+    frame.await
+}
+
 /// A short description of a payload for error messages.
 fn describe(payload: &Payload) -> &'static str {
     match payload {
@@ -175,6 +211,10 @@ pub struct Printer<W, E> {
     out: W,
     err: E,
     dump: Option<Dump>,
+    /// Statistics frames of the round being received (text format).
+    stats: Vec<(Name, StatsData)>,
+    /// Clear the screen before each statistics table.
+    clear: bool,
 }
 
 /// Where a block dump goes.
@@ -201,6 +241,8 @@ impl<W: Write, E: Write> Printer<W, E> {
             out,
             err,
             dump: None,
+            stats: Vec::new(),
+            clear: false,
         }
     }
 
@@ -225,6 +267,28 @@ impl<W: Write, E: Write> Printer<W, E> {
                 let _ = std::fs::remove_file(&dump.path);
             }
         }
+    }
+
+    /// Clears the screen before each statistics table (for a terminal).
+    pub fn clear_between_tables(&mut self, clear: bool) {
+        self.clear = clear;
+    }
+
+    /// Prints the pending statistics table, if any.
+    pub fn flush_stats(&mut self) -> Result<(), ClientError> {
+        if self.stats.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.stats);
+        let mut text = String::new();
+        if self.clear {
+            text.push_str(CLEAR_SCREEN);
+        }
+        text.push_str(&stats_table(&rows));
+        if !self.clear {
+            text.push('\n');
+        }
+        write_out(&mut self.out, &text)
     }
 
     /// Gives back the writers.
@@ -274,9 +338,13 @@ impl<W: Write, E: Write> Printer<W, E> {
                 write_out(&mut self.out, &format!("{timestamp} {line}\n"))
             }
             (Format::Text, Payload::Data(Data::Statistics(stats))) => {
-                let json = serde_json::to_string(stats)
-                    .map_err(|e| ClientError::Internal(e.to_string()))?;
-                write_out(&mut self.out, &format!("{} {json}\n", wire.header.name))
+                // A name seen again starts the next round.
+                if self.stats.iter().any(|(name, _)| name == &wire.header.name) {
+                    self.flush_stats()?;
+                }
+                self.stats
+                    .push((wire.header.name.clone(), (**stats).clone()));
+                Ok(())
             }
             (Format::Text, _) => Ok(()),
         }
@@ -479,6 +547,93 @@ fn info_table<'a>(infos: impl Iterator<Item = (&'a crate::name::Name, UnikernelI
     )
 }
 
+/// The statistics of one round as a table: one row per unikernel and network interface
+/// (the tap's counters: RX is what the unikernel sent), CPU time in seconds (the cgroup's
+/// if given), resident and cgroup memory.
+pub fn stats_table(rows: &[(Name, StatsData)]) -> String {
+    let vmm = |data: &StatsData, key: &str| {
+        data.vmm_stats
+            .as_ref()
+            .and_then(|stats| stats.iter().find(|s| s.key == key))
+            .map(|s| s.value)
+    };
+    let mut sorted: Vec<&(Name, StatsData)> = rows.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut lines = Vec::new();
+    for (name, data) in sorted {
+        let ru = &data.resource_usage;
+        let micros = vmm(data, VMM_CGROUP_CPU_USEC).unwrap_or_else(|| {
+            let us = |t: &crate::codec::Timeval| {
+                t.seconds
+                    .saturating_mul(1_000_000)
+                    .saturating_add(t.microseconds)
+            };
+            us(&ru.utime).saturating_add(us(&ru.stime))
+        });
+        let cpu = format!(
+            "{}.{:02}",
+            micros / 1_000_000,
+            (micros % 1_000_000) / 10_000
+        );
+        let rss = vmm(data, VMM_RSS_BYTES).map_or_else(|| "-".to_owned(), human_bytes);
+        let memory = vmm(data, VMM_CGROUP_MEMORY_BYTES).map_or_else(|| "-".to_owned(), human_bytes);
+        let head = [name.to_string(), cpu, rss, memory];
+        if data.ifdata.is_empty() {
+            let mut row = head.to_vec();
+            row.extend(["-", "-", "-", "-", "-"].map(str::to_owned));
+            lines.push(row);
+        }
+        for (i, ifdata) in data.ifdata.iter().enumerate() {
+            let mut row = if i == 0 {
+                head.to_vec()
+            } else {
+                vec![String::new(); 4]
+            };
+            row.extend([
+                ifdata.bridge.clone(),
+                ifdata.input_bytes.to_string(),
+                ifdata.input_packets.to_string(),
+                ifdata.output_bytes.to_string(),
+                ifdata.output_packets.to_string(),
+            ]);
+            lines.push(row);
+        }
+    }
+    table(
+        &[
+            "NAME",
+            "CPU S",
+            "RSS",
+            "CGROUP MEM",
+            "IF",
+            "RX BYTES",
+            "RX PKTS",
+            "TX BYTES",
+            "TX PKTS",
+        ],
+        lines,
+    )
+}
+
+/// Octets in B, KiB, MiB or GiB with one decimal.
+fn human_bytes(octets: i64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut unit = 0;
+    let mut scaled = octets.max(0);
+    let mut tenths = 0;
+    while scaled >= 1024 && unit + 1 < UNITS.len() {
+        tenths = (scaled % 1024) * 10 / 1024;
+        scaled /= 1024;
+        unit += 1;
+    }
+    let name = UNITS.get(unit).copied().unwrap_or("B");
+    if unit == 0 {
+        format!("{scaled} {name}")
+    } else {
+        format!("{scaled}.{tenths} {name}")
+    }
+}
+
 fn or_dash(s: String) -> String {
     if s.is_empty() { "-".to_owned() } else { s }
 }
@@ -535,6 +690,7 @@ mod tests {
         dump: Option<&Path>,
     ) -> (Result<(), ClientError>, String, String) {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         let mut printer = Printer::new(format, Vec::new(), Vec::new());
@@ -597,6 +753,141 @@ mod tests {
             None,
         );
         assert_eq!(result.unwrap_err().exit().code(), 121);
+    }
+
+    fn stats(cpu_us: i64, rss: Option<i64>, nets: &[(&str, i64)]) -> StatsData {
+        let t = crate::codec::Timeval {
+            seconds: cpu_us / 1_000_000,
+            microseconds: cpu_us % 1_000_000,
+        };
+        let zero = crate::codec::Timeval {
+            seconds: 0,
+            microseconds: 0,
+        };
+        StatsData {
+            resource_usage: crate::codec::RUsage {
+                utime: t,
+                stime: zero,
+                maxrss: 0,
+                ixrss: 0,
+                idrss: 0,
+                isrss: 0,
+                minflt: 0,
+                majflt: 0,
+                nswap: 0,
+                inblock: 0,
+                outblock: 0,
+                msgsnd: 0,
+                msgrcv: 0,
+                nsignals: 0,
+                nvcsw: 0,
+                nivcsw: 0,
+            },
+            ifdata: nets
+                .iter()
+                .map(|(netif, n)| crate::codec::IfData {
+                    bridge: (*netif).to_owned(),
+                    flags: 0,
+                    send_length: 0,
+                    max_send_length: 0,
+                    send_drops: 0,
+                    mtu: 1500,
+                    baudrate: 0,
+                    input_packets: *n,
+                    input_errors: 0,
+                    output_packets: n * 2,
+                    output_errors: 0,
+                    collisions: 0,
+                    input_bytes: n * 100,
+                    output_bytes: n * 200,
+                    input_mcast: 0,
+                    output_mcast: 0,
+                    input_dropped: 0,
+                    output_dropped: 0,
+                })
+                .collect(),
+            vmm_stats: rss.map(|rss| {
+                vec![crate::codec::VmmStat {
+                    key: "rss_bytes".into(),
+                    value: rss,
+                }]
+            }),
+            kinfo_mem: None,
+        }
+    }
+
+    #[test]
+    fn statistics_table() {
+        let mut with_cgroup = stats(0, Some(2048), &[]);
+        with_cgroup.vmm_stats.as_mut().unwrap().extend([
+            crate::codec::VmmStat {
+                key: "cgroup_memory_bytes".into(),
+                value: 100 * 1024 * 1024 + 512 * 1024,
+            },
+            crate::codec::VmmStat {
+                key: "cgroup_cpu_usec".into(),
+                value: 12_345_678,
+            },
+        ]);
+        let rows = vec![
+            (
+                Name::parse("b:web").unwrap(),
+                stats(
+                    1_500_000,
+                    Some(12 * 1024 * 1024),
+                    &[("service", 3), ("admin", 1)],
+                ),
+            ),
+            (Name::parse(":a").unwrap(), stats(999, None, &[])),
+            (Name::parse(":c").unwrap(), with_cgroup),
+        ];
+        assert_eq!(
+            stats_table(&rows),
+            "\
+NAME   CPU S  RSS       CGROUP MEM  IF       RX BYTES  RX PKTS  TX BYTES  TX PKTS
+:a     0.00   -         -           -        -         -        -         -
+:c     12.34  2.0 KiB   100.5 MiB   -        -         -        -         -
+b:web  1.50   12.0 MiB  -           service  300       3        600       6
+                                    admin    100       1        200       2
+"
+        );
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(-5), "0 B");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024 * 1024), "5120.0 GiB");
+    }
+
+    #[test]
+    fn statistics_stream_prints_a_table_per_round() {
+        let data = |n: &str, cpu| {
+            Wire::new(
+                Header::new(0, Name::parse(n).unwrap()),
+                Payload::Data(Data::Statistics(Box::new(stats(cpu, None, &[])))),
+            )
+        };
+        let frames = [
+            wire(Payload::success_string("subscribed")),
+            data(":a", 1_000_000),
+            data(":b", 0),
+            data(":a", 2_000_000),
+        ];
+        let bytes: Vec<u8> = frames
+            .iter()
+            .flat_map(|w| frame(&encode_wire(w)).unwrap())
+            .collect();
+        let (result, out, err) = run(&bytes, ReplyMode::Read, Format::Text, None);
+        assert_eq!(result.unwrap_err().to_string(), NO_FINAL_REPLY);
+        assert_eq!(err, "subscribed\n");
+        let header = "NAME  CPU S  RSS  CGROUP MEM  IF  RX BYTES  RX PKTS  TX BYTES  TX PKTS\n";
+        assert_eq!(
+            out,
+            format!(
+                "{header}:a    1.00   -    -           -   -         -        -         -\n\
+                 :b    0.00   -    -           -   -         -        -         -\n\n\
+                 {header}:a    2.00   -    -           -   -         -        -         -\n\n"
+            )
+        );
+        let (_, out, _) = run(&bytes, ReplyMode::Read, Format::Json, None);
+        assert_eq!(out.lines().count(), 4);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 
 use crate::chain::{CertId, Request};
 use crate::codec::{
-    Command, ConsoleCmd, InfoEntry, Payload, PolicyCmd, PolicyEntry, Success, UnikernelCmd,
-    UnikernelInfoOld4, UnikernelInfoOld5,
+    Command, ConsoleCmd, InfoEntry, Payload, PolicyCmd, PolicyEntry, StatsCmd, Success,
+    UnikernelCmd, UnikernelInfoOld4, UnikernelInfoOld5,
 };
 use crate::executor::api::{ExecRequest, InputReceiver, OutputFrame};
 use crate::executor::blockdev::BlockReply;
@@ -209,7 +209,12 @@ impl Inner {
                 }
                 ConsoleCmd::Add(_) => Err(format!("{command}: not accepted by petrel")),
             },
-            Command::Statistics(command) => Err(format!("{command}: not supported yet")),
+            Command::Statistics(StatsCmd::Subscribe) => {
+                // The hub sends the success reply itself, then the rounds.
+                self.stats.0.subscribe(name, out.clone());
+                return Ok(Reply::Sent);
+            }
+            Command::Statistics(command) => Err(format!("{command}: not accepted by petrel")),
             Command::Revocation(command) => self.revocation_command(request, command, input).await,
         };
         success.map(Reply::Success)

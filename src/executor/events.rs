@@ -43,6 +43,15 @@ pub enum Event {
         /// The signal number.
         signal: i32,
     },
+    /// The kernel's OOM killer killed the tender: its cgroup reached its memory limit (the
+    /// exit is a SIGKILL, so the unikernel is never restarted, spec §8).
+    OomKilled {
+        /// The unikernel.
+        name: Name,
+        /// The cgroup's memory limit in MB (the unikernel's memory plus the tender
+        /// overhead).
+        limit_mb: u64,
+    },
     /// A restart is scheduled (restart on failure, or the `--name` fallback).
     RestartScheduled {
         /// The unikernel.
@@ -87,6 +96,10 @@ impl fmt::Display for Event {
             Self::Started { name, pid } => write!(f, "{name}: started (pid {pid})"),
             Self::Exited { name, code } => write!(f, "{name}: exited with {code}"),
             Self::Signaled { name, signal } => write!(f, "{name}: killed by signal {signal}"),
+            Self::OomKilled { name, limit_mb } => write!(
+                f,
+                "{name}: killed by the kernel's OOM killer (cgroup memory limit {limit_mb} MB)"
+            ),
             Self::RestartScheduled {
                 name,
                 attempt,
@@ -212,6 +225,13 @@ mod tests {
                     signal: 9,
                 },
                 ":x: killed by signal 9",
+            ),
+            (
+                Event::OomKilled {
+                    name: name("a:x"),
+                    limit_mb: 96,
+                },
+                "a:x: killed by the kernel's OOM killer (cgroup memory limit 96 MB)",
             ),
         ];
         for (event, text) in texts {

@@ -18,15 +18,17 @@
 //! - [`image`]: images streamed to disk, hashed, inflated with a bound;
 //! - [`host`]: the root policy (the host's resources);
 //! - [`events`]: the event stream;
+//! - [`stats`]: statistics sampling and subscriptions;
 //! - host primitives, each small and testable on its own: [`net`] (taps, bridges),
 //!   [`manifest`] (solo5 notes), [`mac`], [`tender`] (command line, spawning, signals),
-//!   [`console_lines`].
+//!   [`cgroup`] (per-unikernel isolation), [`console_lines`].
 //!
 //! The state directory's layout is documented in `docs/state-directory.md`.
 
 pub mod api;
 pub mod block;
 mod blockdev;
+pub mod cgroup;
 pub mod console;
 pub mod console_lines;
 mod dispatch;
@@ -40,6 +42,7 @@ pub mod persist;
 pub mod revoke;
 mod startup;
 mod state;
+pub mod stats;
 mod supervise;
 pub mod tender;
 pub mod unikernel;
@@ -58,9 +61,11 @@ use crate::revocation::SharedRevocations;
 use crate::store::StoreError;
 use api::{ExecRequest, Handler, OutputReceiver};
 pub use blockdev::BlockCommandError;
+use cgroup::{Cgroup, Cgroups};
 pub use events::{Event, EventStream, Received};
 pub use revoke::{ReloadSummary, RevocationSetup};
 use state::Inner;
+use stats::StatsRound;
 pub use supervise::{ADD_NAME_FALLBACK_CODE, backoff, next_attempt, restart_config};
 pub use unikernel::UnikernelError;
 
@@ -167,7 +172,14 @@ impl Executor {
         network: Arc<dyn net::Network>,
         tender: Arc<dyn tender::Tender>,
     ) -> Result<Self, ExecError> {
-        Self::start_with(config, network, tender, RevocationSetup::default()).await
+        Self::start_full(
+            config,
+            network,
+            tender,
+            RevocationSetup::default(),
+            Cgroups::disabled(),
+        )
+        .await
     }
 
     /// [`Executor::start`] with the trust anchors and operator CRL files revocation
@@ -179,7 +191,29 @@ impl Executor {
         tender: Arc<dyn tender::Tender>,
         revocation: RevocationSetup,
     ) -> Result<Self, ExecError> {
-        let inner = startup::start(config, network, tender, revocation).await?;
+        Self::start_full(config, network, tender, revocation, Cgroups::disabled()).await
+    }
+
+    /// [`Executor::start`], each tender in a cgroup of its own in `cgroups` (see
+    /// [`cgroup`]); groups left empty by a previous run are removed first.
+    pub async fn start_with_cgroups(
+        config: ExecutorConfig,
+        network: Arc<dyn net::Network>,
+        tender: Arc<dyn tender::Tender>,
+        cgroups: Cgroups,
+    ) -> Result<Self, ExecError> {
+        Self::start_full(config, network, tender, RevocationSetup::default(), cgroups).await
+    }
+
+    /// [`Executor::start`] with both the revocation set-up and the cgroups.
+    pub async fn start_full(
+        config: ExecutorConfig,
+        network: Arc<dyn net::Network>,
+        tender: Arc<dyn tender::Tender>,
+        revocation: RevocationSetup,
+        cgroups: Cgroups,
+    ) -> Result<Self, ExecError> {
+        let inner = startup::start(config, network, tender, revocation, cgroups).await?;
         Ok(Self { inner })
     }
 
@@ -222,6 +256,8 @@ impl Executor {
             stops.spawn(async move { inner.stop(&name).await });
         }
         while stops.join_next().await.is_some() {}
+        self.inner.stats.0.close();
+        self.inner.cgroups.release();
         self.inner.release().await;
     }
 
@@ -239,6 +275,36 @@ impl Executor {
     /// The state directory.
     pub fn state_dir(&self) -> &persist::StateDir {
         &self.inner.dir
+    }
+
+    /// How many unikernels run now.
+    pub fn running(&self) -> usize {
+        self.inner.global().running.len()
+    }
+
+    /// The cgroup `name` runs in, if it runs in one.
+    pub fn cgroup(&self, name: &Name) -> Option<Cgroup> {
+        self.inner
+            .global()
+            .running
+            .get(name)
+            .and_then(|i| i.cgroup.clone())
+    }
+
+    /// The cgroups tenders run in.
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.inner.cgroups
+    }
+
+    /// The latest statistics round, if one was taken (see [`stats`]).
+    pub fn statistics(&self) -> Option<Arc<StatsRound>> {
+        self.inner.stats.0.latest()
+    }
+
+    /// With `true`, statistics are sampled every interval whether anybody subscribes or
+    /// not (for the metrics exporter); with `false`, only for subscribers.
+    pub fn sample_continuously(&self, on: bool) {
+        self.inner.stats.0.set_always(on);
     }
 }
 

@@ -3,7 +3,8 @@
 //! 1. create the state directory (mode 0700), take its lock (one executor per
 //!    directory) and clean up after a previous instance:
 //!    kill tenders its run records show still running, remove their taps and unused
-//!    taps, empty `tmp/` ([`persist::reconcile`]);
+//!    taps, empty `tmp/` ([`persist::reconcile`]), then remove the cgroups they leave
+//!    empty ([`Cgroups::reconcile`]);
 //! 2. read petrel's records and the state file (absent: empty; unparsable: refuse to
 //!    start), copy the state file to `state.started`; read the uploaded CRLs (one that
 //!    does not verify refuses start-up) and the operator CRLs: with `--on-revoke
@@ -23,12 +24,14 @@ use std::sync::Arc;
 
 use crate::codec::{self, DEFAULT_STARTUP, State, UnikernelConfig};
 use crate::executor::block::BlockStore;
+use crate::executor::cgroup::Cgroups;
 use crate::executor::events::Event;
 use crate::executor::image;
 use crate::executor::net::Network;
 use crate::executor::persist::{self, Affected, FILE_MODE, MAX_STATE_SIZE, Records, StateDir};
 use crate::executor::revoke::{self, Revocation, RevocationSetup};
-use crate::executor::state::{Global, Inner};
+use crate::executor::state::{Global, Inner, Parts};
+use crate::executor::stats::{self, Sources};
 use crate::executor::tender::Tender;
 use crate::executor::unikernel::Launch;
 use crate::executor::{ExecError, ExecutorConfig, OnRevoke, host};
@@ -42,6 +45,7 @@ pub(crate) async fn start(
     network: Arc<dyn Network>,
     tender: Arc<dyn Tender>,
     setup: RevocationSetup,
+    cgroups: Cgroups,
 ) -> Result<Arc<Inner>, ExecError> {
     let dir = StateDir::new(config.state_dir.clone());
     dir.create()?;
@@ -49,6 +53,11 @@ pub(crate) async fn start(
     let leftovers = persist::reconcile(&dir, network.as_ref()).await?;
     if leftovers != persist::Leftovers::default() {
         tracing::warn!(?leftovers, "cleaned up after a previous run");
+    }
+    match cgroups.reconcile() {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => tracing::warn!(?removed, "removed cgroups left over from a previous run"),
+        Err(e) => tracing::warn!(error = %e, "could not clean up leftover cgroups"),
     }
     let mut records = Records::load(&dir.records_file())?;
     let mut state = read_state(&dir)?;
@@ -146,9 +155,17 @@ pub(crate) async fn start(
         shutting_down: false,
     };
     let revocation = Revocation::new(setup, crls);
-    let inner = Arc::new(Inner::new(
-        config, network, tender, blocks, lock, global, revocation,
-    ));
+    let inner = Arc::new(Inner::new(Parts {
+        config,
+        network,
+        tender,
+        cgroups,
+        blocks,
+        lock,
+        global,
+        revocation,
+    }));
+    stats::spawn_sampler(&inner, Sources::default());
     inner.persist().await?;
     for (name, config) in order {
         let _lock = inner.lock_name(&name).await;

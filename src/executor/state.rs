@@ -22,12 +22,14 @@ use tokio::task::AbortHandle;
 use crate::codec::{self, NetInfo, State, Timestamp, TrieEntry, UnikernelConfig};
 use crate::executor::ExecutorConfig;
 use crate::executor::block::BlockStore;
+use crate::executor::cgroup::{Cgroup, Cgroups};
 use crate::executor::console::ConsoleHub;
 use crate::executor::events::Events;
 use crate::executor::image::ImageDigest;
 use crate::executor::net::{InterfaceName, Network};
 use crate::executor::persist::{DirLock, FILE_MODE, Records, StateDir};
 use crate::executor::revoke::Revocation;
+use crate::executor::stats::{StatsHandle, StatsHub};
 use crate::executor::tender::{ExitReason, Pid, Tender};
 use crate::name::{Name, Path};
 use crate::resources::Resources;
@@ -51,6 +53,10 @@ pub(crate) struct Inner {
     pub(crate) console: ConsoleHub,
     /// CRLs, the published revocation store, operator CRLs waiting for their issuer.
     pub(crate) revocation: Revocation,
+    /// Per-unikernel cgroups (or none).
+    pub(crate) cgroups: Cgroups,
+    /// Statistics subscriptions and the latest round; closed when this is dropped.
+    pub(crate) stats: StatsHandle,
     global: Mutex<Global>,
     names: NameLocks,
     persisted: tokio::sync::Mutex<Persisted>,
@@ -101,6 +107,8 @@ pub(crate) struct Instance {
     pub(crate) attempt: u32,
     /// Set when a command stops it: receives the exit instead of the restart logic.
     pub(crate) stop: Option<oneshot::Sender<ExitReason>>,
+    /// Its cgroup, if tenders run in cgroups.
+    pub(crate) cgroup: Option<Cgroup>,
 }
 
 /// A unikernel waiting for its automatic restart.
@@ -161,18 +169,42 @@ struct Persisted {
     records: Option<Vec<u8>>,
 }
 
+/// Everything [`Inner::new`] assembles the executor from.
+pub(crate) struct Parts {
+    /// The configuration.
+    pub(crate) config: ExecutorConfig,
+    /// Taps.
+    pub(crate) network: Arc<dyn Network>,
+    /// Tender processes.
+    pub(crate) tender: Arc<dyn Tender>,
+    /// Per-unikernel cgroups (or none).
+    pub(crate) cgroups: Cgroups,
+    /// Block device files.
+    pub(crate) blocks: BlockStore,
+    /// The state directory lock.
+    pub(crate) lock: DirLock,
+    /// The restored global state.
+    pub(crate) global: Global,
+    /// CRLs and the published revocation store.
+    pub(crate) revocation: Revocation,
+}
+
 impl Inner {
     /// The executor's state, ready to accept requests.
-    pub(crate) fn new(
-        config: ExecutorConfig,
-        network: Arc<dyn Network>,
-        tender: Arc<dyn Tender>,
-        blocks: BlockStore,
-        lock: DirLock,
-        global: Global,
-        revocation: Revocation,
-    ) -> Self {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts {
+            config,
+            network,
+            tender,
+            cgroups,
+            blocks,
+            lock,
+            global,
+            revocation,
+        } = parts;
         Self {
+            cgroups,
+            stats: StatsHandle(Arc::new(StatsHub::new(config.limits.stats_interval))),
             dir: StateDir::new(config.state_dir.clone()),
             console: ConsoleHub::new(
                 config.limits.console_lines,

@@ -1,7 +1,9 @@
 //! Supervision (`spec/unikernel-and-executor.md` §8, §9): every tender is watched by a
 //! task; its exit is classified, cleaned up after (resources freed, block devices
-//! detached, run record and taps removed) and then either handed to the command that
-//! stopped it, or followed by an automatic restart, or the unikernel is gone.
+//! detached, run record, taps and cgroup removed) and then either handed to the command
+//! that stopped it, or followed by an automatic restart, or the unikernel is gone. A
+//! SIGKILL while the tender's cgroup counted an OOM kill is reported as
+//! [`Event::OomKilled`] (and logged); like any signal exit it is never restarted.
 //!
 //! Restarts go through a back-off: the first after [`Limits::restart_backoff_initial`],
 //! doubling with every further exit that comes within
@@ -130,12 +132,35 @@ impl Inner {
                 tracing::error!(%name, %tap, error = %e, "could not remove a tap");
             }
         }
-        self.events.emit(match reason {
-            ExitReason::Exited(code) => Event::Exited {
+        let mut oom_limit = None;
+        if let Some(cgroup) = &instance.cgroup {
+            // Read before the group goes; the tender has been reaped.
+            if reason == ExitReason::Signaled(libc::SIGKILL)
+                && cgroup.oom_kills().is_some_and(|n| n > 0)
+            {
+                oom_limit = Some(cgroup.memory_limit_bytes().unwrap_or(0) / (1024 * 1024));
+            }
+            if let Err(e) = cgroup.remove().await {
+                tracing::error!(%name, group = cgroup.label(), error = %e, "could not remove a cgroup");
+            }
+        }
+        self.events.emit(match (reason, oom_limit) {
+            (ExitReason::Signaled(_), Some(limit_mb)) => {
+                tracing::warn!(
+                    %name,
+                    limit_mb,
+                    "the kernel's OOM killer stopped the tender: it reached its cgroup's memory limit"
+                );
+                Event::OomKilled {
+                    name: name.clone(),
+                    limit_mb,
+                }
+            }
+            (ExitReason::Exited(code), _) => Event::Exited {
                 name: name.clone(),
                 code,
             },
-            ExitReason::Signaled(signal) => Event::Signaled {
+            (ExitReason::Signaled(signal), None) => Event::Signaled {
                 name: name.clone(),
                 signal,
             },

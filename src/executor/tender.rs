@@ -9,7 +9,9 @@
 //! in the child before `exec` (no `taskset` process), CPU ids the host does not have are
 //! refused before spawning, the console is a pipe rather than a fifo, the tender runs in
 //! its own process group and is killed by the kernel when petrel dies
-//! (`PR_SET_PDEATHSIG`), and an exec failure is its own error (Note E2).
+//! (`PR_SET_PDEATHSIG`), with cgroups it joins its unikernel's group before `exec`
+//! ([`Tender::spawn_in`], [`crate::executor::cgroup`]), and an exec failure is its own
+//! error (Note E2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
+use crate::executor::cgroup::CgroupJoin;
 use crate::executor::mac::Mac;
 use crate::executor::net::InterfaceName;
 
@@ -316,6 +319,17 @@ pub trait Tender: Send + Sync {
     /// Starts `command`. Must be called inside a tokio runtime.
     fn spawn(&self, command: &TenderCommand) -> Result<TenderProcess, TenderError>;
 
+    /// Starts `command` inside a cgroup: the process joins it before `exec`. The default
+    /// ignores the cgroup (for fakes, whose processes are not real).
+    fn spawn_in(
+        &self,
+        command: &TenderCommand,
+        cgroup: &CgroupJoin,
+    ) -> Result<TenderProcess, TenderError> {
+        let _ = cgroup;
+        self.spawn(command)
+    }
+
     /// Checks that `tender --version` reports ABI version `expected` (§4.1).
     fn check_abi_version<'a>(
         &'a self,
@@ -335,6 +349,14 @@ pub struct ProcessTender;
 impl Tender for ProcessTender {
     fn spawn(&self, command: &TenderCommand) -> Result<TenderProcess, TenderError> {
         spawn_tender(command)
+    }
+
+    fn spawn_in(
+        &self,
+        command: &TenderCommand,
+        cgroup: &CgroupJoin,
+    ) -> Result<TenderProcess, TenderError> {
+        spawn_tender_in(command, Some(cgroup))
     }
 
     fn check_abi_version<'a>(
@@ -359,7 +381,18 @@ impl Tender for ProcessTender {
 /// running; environment and working directory inherited. Must be called inside a tokio
 /// runtime, from a thread that lives as long as the tender should.
 pub fn spawn_tender(command: &TenderCommand) -> Result<TenderProcess, TenderError> {
+    spawn_tender_in(command, None)
+}
+
+/// [`spawn_tender`], the child joining `cgroup` (if any) first: it writes `0` to each of
+/// the group's `cgroup.procs` files before anything else, so the tender never runs
+/// outside its group. A failure to join fails the spawn like an exec failure.
+pub fn spawn_tender_in(
+    command: &TenderCommand,
+    cgroup: Option<&CgroupJoin>,
+) -> Result<TenderProcess, TenderError> {
     let cpus = cpu_set(&command.cpus)?;
+    let join: Vec<std::ffi::CString> = cgroup.map(|c| c.files().to_vec()).unwrap_or_default();
     let (console, write) = pipe().map_err(TenderError::Pipe)?;
     let write2 = write.try_clone().map_err(TenderError::Pipe)?;
     let mut process = tokio::process::Command::new(&command.tender);
@@ -372,10 +405,23 @@ pub fn spawn_tender(command: &TenderCommand) -> Result<TenderProcess, TenderErro
         .kill_on_drop(false);
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure only calls prctl(2), getppid(2) and sched_setaffinity(2), which
-    // are async-signal-safe, on values prepared before the fork.
+    // SAFETY: the closure only calls open(2), write(2), close(2), prctl(2), getppid(2) and
+    // sched_setaffinity(2), which are async-signal-safe, on values prepared before the
+    // fork; it allocates nothing.
     unsafe {
         process.pre_exec(move || {
+            for file in &join {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
+            }
             // The tender dies with the thread that spawned it (PR_SET_PDEATHSIG follows the
             // parent *thread*): spawn only from threads that live as long as the executor,
             // such as tokio's worker threads, never from a blocking-pool thread.

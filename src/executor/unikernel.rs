@@ -17,8 +17,9 @@
 //! 7. every bridge exists;
 //! 8. under the name's lock: step 1 again, then the resources are reserved (checked
 //!    again, atomically);
-//! 9. one tap per network device; the image is committed to `images/`; the tender is
-//!    spawned; its run record is written; it is supervised;
+//! 9. one tap per network device; the image is committed to `images/`; the unikernel's
+//!    cgroup is created (with cgroups); the tender is spawned into it; its run record is
+//!    written; it is supervised;
 //! 10. the state is persisted; the reply is sent.
 //!
 //! force-create and restart (§10) check as if the old instance were gone, prepare and
@@ -39,6 +40,7 @@ use crate::codec::{
     UnikernelConfig, UnikernelInfo,
 };
 use crate::executor::api::InputReceiver;
+use crate::executor::cgroup::{Cgroup, CgroupError, GroupLimits};
 use crate::executor::events::Event;
 use crate::executor::image::{self, ImageDigest, ImageError, TempImage};
 use crate::executor::mac::Mac;
@@ -142,6 +144,9 @@ pub enum UnikernelError {
     /// The tender could not be started (Note E2: not "console failed").
     #[error("could not start the tender: {0}")]
     Spawn(TenderError),
+    /// The unikernel's cgroup could not be created.
+    #[error("could not create the cgroup of the tender: {0}")]
+    Cgroup(#[from] CgroupError),
     /// The stored image of a unikernel is missing.
     #[error("the image of {0} is missing")]
     ImageMissing(Name),
@@ -741,6 +746,7 @@ impl Inner {
             name,
             taps: Vec::new(),
             image: None,
+            cgroup: None,
             armed: true,
         };
         for net in &plan.nets {
@@ -777,8 +783,16 @@ impl Inner {
             argv: plan.config.arguments.clone().unwrap_or_default(),
             cpus: plan.cpus.clone(),
         };
+        undo.cgroup = self.cgroups.create(
+            name,
+            &GroupLimits::for_unikernel(plan.memory_mb, &plan.cpus),
+        )?;
         // Spawned on this (worker) thread: the tender's PR_SET_PDEATHSIG follows it.
-        let process = self.tender.spawn(&command).map_err(UnikernelError::Spawn)?;
+        let process = match &undo.cgroup {
+            Some(cgroup) => self.tender.spawn_in(&command, &cgroup.join()),
+            None => self.tender.spawn(&command),
+        }
+        .map_err(UnikernelError::Spawn)?;
         let record = RunRecord::new(name, process.pid, &plan.image, &undo.taps);
         let path = plan.run_record.clone();
         let written = tokio::task::spawn_blocking(move || record.write(&path))
@@ -818,6 +832,7 @@ impl Inner {
                             started_at: Instant::now(),
                             attempt,
                             stop: None,
+                            cgroup: undo.cgroup.clone(),
                         },
                     );
                     None
@@ -828,6 +843,11 @@ impl Inner {
             self.tender.signal(process.pid, StopSignal::Kill);
             process.exit.await;
             let _ = std::fs::remove_file(&plan.run_record);
+            if let Some(cgroup) = undo.cgroup.take() {
+                if let Err(e) = cgroup.remove().await {
+                    tracing::error!(%name, error = %e, "could not remove a cgroup after a failed create");
+                }
+            }
             return Err(error);
         }
         undo.disarm();
@@ -847,12 +867,14 @@ impl Inner {
     }
 }
 
-/// Undoes a launch that failed: taps, committed image, reservation.
+/// Undoes a launch that failed: taps, committed image, cgroup, reservation.
 struct Undo<'a> {
     inner: &'a Inner,
     name: &'a Name,
     taps: Vec<InterfaceName>,
     image: Option<PathBuf>,
+    /// Created, nothing runs in it (a spawned tender is reaped before undoing).
+    cgroup: Option<Cgroup>,
     armed: bool,
 }
 
@@ -877,6 +899,9 @@ impl Drop for Undo<'_> {
             if let Err(e) = store::remove_durably(&image) {
                 tracing::error!(image = %image.display(), error = %e, "could not remove an image after a failed create");
             }
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove_now();
         }
         self.inner.global().resources.remove_unikernel(self.name);
     }
@@ -1220,6 +1245,11 @@ mod tests {
             (
                 UnikernelError::Spawn(TenderError::Injected("boom".into())),
                 "could not start the tender: injected failure: boom",
+            ),
+            (
+                UnikernelError::Cgroup(CgroupError::InUse("petrel/:x".into())),
+                "could not create the cgroup of the tender: cgroup petrel/:x is in use by other \
+                 processes (another petrel-endpoint with the same --cgroup-parent?)",
             ),
             (
                 UnikernelError::ImageMissing(name(":x")),

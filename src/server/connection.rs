@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -16,12 +17,13 @@ use crate::chain::{self, VerifiedChain};
 use crate::codec::{Command, ConsoleCmd, StatsCmd};
 use crate::executor::api::{CHANNEL_DEPTH, ExecRequest};
 use crate::name::Name;
-use crate::tls;
+use crate::tls::{self, HandshakeRefusal};
 
 /// Handles `tcp` from `peer` to its end.
 pub(super) async fn handle(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
     let peer = peer.to_string();
     let limits = &shared.limits;
+    let _open = shared.metrics.connection_opened();
 
     // Idle peers hold no handshake slot.
     let mut probe = [0u8; 1];
@@ -44,6 +46,7 @@ pub(super) async fn handle(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
     let slot = match timeout(limits.handshake_queue_timeout, shared.handshakes.acquire()).await {
         Ok(Ok(slot)) => slot,
         Ok(Err(_)) | Err(_) => {
+            shared.metrics.handshake(Err(HandshakeRefusal::NoSlot));
             tracing::info!(%peer, outcome = "handshake error: no handshake slot free", "request");
             return;
         }
@@ -52,11 +55,13 @@ pub(super) async fn handle(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
         Ok(tls) => tls,
         Err(failure) => {
             drop(slot);
+            shared.metrics.handshake(Err(failure.refusal));
             handshake_failed(shared, &peer, failure);
             return;
         }
     };
     drop(slot);
+    shared.metrics.handshake(Ok(()));
 
     let Some(chain) = crate::verify::from_ssl(tls.ssl()) else {
         refuse(shared, tls, &peer, None, RequestError::NoChain).await;
@@ -97,12 +102,27 @@ pub(super) async fn handle(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
         }
         None => (None, None),
     };
+    let started = Instant::now();
     let output = shared.handler.handle(ExecRequest {
         request: authorized,
         input: input_rx,
         peer: peer.clone(),
     });
-    let outcome = exchange::run(tls, &name, input, output, subscription, limits).await;
+    let outcome = exchange::run(
+        tls,
+        &name,
+        input,
+        output,
+        subscription,
+        limits,
+        &shared.metrics,
+    )
+    .await;
+    shared.metrics.command(
+        &command,
+        outcome.label(),
+        (!subscription).then(|| started.elapsed()),
+    );
 
     tracing::info!(
         %peer,
@@ -133,6 +153,7 @@ fn is_subscription(command: &Command) -> bool {
 /// A handshake that did not complete.
 struct HandshakeFailure {
     text: String,
+    refusal: HandshakeRefusal,
     /// What the client presented, if verification of it failed.
     refused_chain: Vec<crate::pki::Certificate>,
 }
@@ -140,6 +161,7 @@ struct HandshakeFailure {
 async fn handshake(shared: &Shared, tcp: TcpStream) -> Result<Tls, HandshakeFailure> {
     let internal = |e: tls::TlsError| HandshakeFailure {
         text: e.to_string(),
+        refusal: HandshakeRefusal::Protocol,
         refused_chain: Vec::new(),
     };
     let (ssl, refused) = shared.acceptor.ssl().map_err(internal)?;
@@ -150,10 +172,12 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> Result<Tls, HandshakeFail
         Ok(Ok(())) => Ok(stream),
         Ok(Err(e)) => Err(HandshakeFailure {
             text: tls::handshake_error_text(&e, stream.ssl()),
+            refusal: tls::handshake_refusal(&e, stream.ssl()),
             refused_chain: refused.certificates(),
         }),
         Err(_) => Err(HandshakeFailure {
             text: format!("handshake timeout ({} s)", limit.as_secs()),
+            refusal: HandshakeRefusal::Timeout,
             refused_chain: Vec::new(),
         }),
     }
@@ -191,7 +215,7 @@ async fn refuse(
     let name = decoded
         .as_ref()
         .map_or_else(Name::root, |request| request.name.clone());
-    exchange::refuse(tls, &name, &text, &shared.limits).await;
+    exchange::refuse(tls, &name, &text, &shared.limits, &shared.metrics).await;
 
     let outcome = Outcome::Refused(text);
     let audit_chain: Vec<AuditCert> = chain
@@ -211,6 +235,9 @@ async fn refuse(
         .map(|leaf| leaf.serial.clone())
         .unwrap_or_default();
     let command = decoded.as_ref().map(|r| r.command.to_string());
+    shared
+        .metrics
+        .command(command.as_deref().unwrap_or("-"), outcome.label(), None);
     tracing::info!(
         %peer,
         name = %name,

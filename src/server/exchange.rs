@@ -14,6 +14,7 @@ use crate::chain::InputKind;
 use crate::codec::{self, FrameLength, Header, Payload, Wire};
 use crate::executor::api::{InputChunk, OutputReceiver};
 use crate::limits::{LINGER_TIMEOUT, Limits};
+use crate::metrics::ServerMetrics;
 use crate::name::Name;
 
 /// A server-side TLS connection.
@@ -63,6 +64,7 @@ pub(super) async fn run(
     mut output: OutputReceiver,
     subscription: bool,
     limits: &Limits,
+    metrics: &ServerMetrics,
 ) -> Outcome {
     let expects_input = input.is_some();
     let (mut rd, mut wr) = tokio::io::split(tls);
@@ -71,12 +73,12 @@ pub(super) async fn run(
         let mut stop_tx = Some(stop_tx);
         let reader = async {
             match input {
-                Some((kind, tx)) => pump_input(&mut rd, kind, tx, limits).await,
+                Some((kind, tx)) => pump_input(&mut rd, kind, tx, limits, metrics).await,
                 None if subscription => watch_client(&mut rd).await,
                 None => std::future::pending().await,
             }
         };
-        let writer = forward_output(&mut wr, &mut output, stop_rx, limits.idle_timeout);
+        let writer = forward_output(&mut wr, &mut output, stop_rx, limits.idle_timeout, metrics);
         tokio::pin!(reader, writer);
         let mut reader_end = None;
         let writer_end = loop {
@@ -119,10 +121,9 @@ pub(super) async fn run(
     };
     let mut outcome = outcome;
     if let Some(text) = closing {
-        if let Err(e) =
-            write_frame(&mut tls, name, Payload::failure(text), limits.idle_timeout).await
-        {
-            outcome = Outcome::ClientGone(e);
+        match write_frame(&mut tls, name, Payload::failure(text), limits.idle_timeout).await {
+            Ok(n) => metrics.add_bytes_out(n),
+            Err(e) => outcome = Outcome::ClientGone(e),
         }
     }
     close(tls, linger, limits).await;
@@ -131,8 +132,16 @@ pub(super) async fn run(
 
 /// Answers a refused request: one failure frame, close_notify, and a short linger so that
 /// a client still sending (an image after a refused create) reads the answer.
-pub(super) async fn refuse(mut tls: Tls, name: &Name, text: &str, limits: &Limits) {
-    let _ = write_frame(&mut tls, name, Payload::failure(text), limits.idle_timeout).await;
+pub(super) async fn refuse(
+    mut tls: Tls,
+    name: &Name,
+    text: &str,
+    limits: &Limits,
+    metrics: &ServerMetrics,
+) {
+    if let Ok(n) = write_frame(&mut tls, name, Payload::failure(text), limits.idle_timeout).await {
+        metrics.add_bytes_out(n);
+    }
     close(tls, true, limits).await;
 }
 
@@ -143,6 +152,7 @@ async fn pump_input<R: AsyncRead + Unpin>(
     kind: InputKind,
     tx: mpsc::Sender<InputChunk>,
     limits: &Limits,
+    metrics: &ServerMetrics,
 ) -> ReaderEnd {
     let max_total = match kind {
         InputKind::Image => limits.max_image_size,
@@ -153,8 +163,16 @@ async fn pump_input<R: AsyncRead + Unpin>(
     let mut total: u64 = 0;
     let error = loop {
         let chunk = match read_chunk(rd, limits.max_frame_size, limits.idle_timeout).await {
-            Ok(Some(chunk)) => chunk,
+            Ok(Some(chunk)) => {
+                metrics.add_bytes_in(
+                    u64::try_from(chunk.len())
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(4),
+                );
+                chunk
+            }
             Ok(None) => {
+                metrics.add_bytes_in(4);
                 return match tx.send(InputChunk::End).await {
                     Ok(()) => ReaderEnd::Done,
                     Err(_) => ReaderEnd::HandlerGone,
@@ -233,6 +251,7 @@ async fn forward_output<W: AsyncWrite + Unpin>(
     output: &mut OutputReceiver,
     mut stop: oneshot::Receiver<()>,
     idle: Duration,
+    metrics: &ServerMetrics,
 ) -> WriterEnd {
     let mut last = None;
     loop {
@@ -249,20 +268,22 @@ async fn forward_output<W: AsyncWrite + Unpin>(
             Payload::Data(_) => Last::Data,
             Payload::Success(_) | Payload::Command(_) => Last::Success,
         };
-        if let Err(e) = write_frame(wr, &frame.name, frame.payload, idle).await {
-            return WriterEnd::ClientGone(e);
+        match write_frame(wr, &frame.name, frame.payload, idle).await {
+            Ok(n) => metrics.add_bytes_out(n),
+            Err(e) => return WriterEnd::ClientGone(e),
         }
         last = Some(kind);
     }
 }
 
-/// Writes one framed `Wire` message with header `(5, 0, name)`, within `idle`.
+/// Writes one framed `Wire` message with header `(5, 0, name)`, within `idle`; the
+/// octets written.
 async fn write_frame<W: AsyncWrite + Unpin>(
     wr: &mut W,
     name: &Name,
     payload: Payload,
     idle: Duration,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let wire = Wire::new(Header::new(0, name.clone()), payload);
     let framed = codec::frame(&codec::encode_wire(&wire)).map_err(|e| e.to_string())?;
     let write = async {
@@ -270,7 +291,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
         wr.flush().await
     };
     match timeout(idle, write).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(u64::try_from(framed.len()).unwrap_or(u64::MAX)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("write timeout ({} s)", idle.as_secs())),
     }
@@ -348,7 +369,14 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::channel(8);
         let mut input: &[u8] = &[0, 0, 0, 2, 1, 2, 0, 0, 0, 2, 3, 4];
-        let end = pump_input(&mut input, InputKind::Image, tx, &limits).await;
+        let end = pump_input(
+            &mut input,
+            InputKind::Image,
+            tx,
+            &limits,
+            &ServerMetrics::default(),
+        )
+        .await;
         assert!(matches!(
             end,
             ReaderEnd::Failed(StreamError::TooLarge {
@@ -368,7 +396,9 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         drop(rx);
         let mut input: &[u8] = &[0, 0, 0, 1, 1];
-        let end = pump_input(&mut input, InputKind::BlockData, tx, &limits).await;
+        let metrics = ServerMetrics::default();
+        let end = pump_input(&mut input, InputKind::BlockData, tx, &limits, &metrics).await;
+        assert_eq!(metrics.snapshot().bytes_in, 5);
         assert!(matches!(end, ReaderEnd::HandlerGone));
     }
 }

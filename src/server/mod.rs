@@ -51,6 +51,7 @@ use tokio::sync::Semaphore;
 use crate::audit::AuditLog;
 use crate::executor::api::Handler;
 use crate::limits::Limits;
+use crate::metrics::ServerMetrics;
 pub use crate::revocation::SharedRevocations;
 use crate::tls::Acceptor;
 
@@ -75,6 +76,20 @@ pub enum Outcome {
     Ended,
     /// The client went away before the final reply; the reason.
     ClientGone(String),
+}
+
+impl Outcome {
+    /// The outcome as the metrics label it: `ok`, `failure`, `refused`, `ended`,
+    /// `client_gone`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failure(_) => "failure",
+            Self::Refused(_) => "refused",
+            Self::Ended => "ended",
+            Self::ClientGone(_) => "client_gone",
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -104,6 +119,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     handshakes: Semaphore,
     refused: AtomicU64,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl fmt::Debug for Server {
@@ -135,8 +151,15 @@ impl Server {
                 audit,
                 limits,
                 refused: AtomicU64::new(0),
+                metrics: Arc::new(ServerMetrics::default()),
             }),
         }
+    }
+
+    /// The server's counters (connections, handshakes, commands, octets streamed), for
+    /// the metrics exporter.
+    pub fn metrics(&self) -> Arc<ServerMetrics> {
+        Arc::clone(&self.shared.metrics)
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, each handled in its
@@ -168,6 +191,7 @@ impl Server {
 
     fn admit(&self, tcp: TcpStream, peer: SocketAddr) {
         let Ok(permit) = Arc::clone(&self.shared.connections).try_acquire_owned() else {
+            self.shared.metrics.connection_refused();
             let refused = self.shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(%peer, "connection refused: connection limit reached");
             if refused.is_power_of_two() {

@@ -176,6 +176,16 @@ pub struct Endpoint {
     stdout: Arc<Mutex<Vec<String>>>,
 }
 
+/// A cgroup parent no other endpoint of any test uses: `petrel-test-<pid>-<n>`.
+pub fn cgroup_parent() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "petrel-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// The endpoint binary.
 pub fn endpoint_binary() -> &'static str {
     env!("CARGO_BIN_EXE_petrel-endpoint")
@@ -188,8 +198,9 @@ pub fn stand_in_tender() -> &'static str {
 
 impl Endpoint {
     /// Starts the binary with a CA file holding `ca`'s certificate, a server certificate
-    /// issued by `ca`, a temporary state directory, the stand-in tender, and `extra`
-    /// arguments; waits until it listens.
+    /// issued by `ca`, a temporary state directory, the stand-in tender, a cgroup parent
+    /// of its own (tests run in parallel; unikernels of the same name must not share a
+    /// cgroup), and `extra` arguments; waits until it listens.
     pub fn start(ca: &Ca, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = server_certificate(ca);
@@ -211,6 +222,8 @@ impl Endpoint {
             stand_in_tender().into(),
             "--log-level".into(),
             "info".into(),
+            "--cgroup-parent".into(),
+            cgroup_parent(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut endpoint = Self::spawn(dir.path(), &args, port);
@@ -220,8 +233,15 @@ impl Endpoint {
 
     /// Starts the binary with `args` in `dir` and waits for `listening` on `port`.
     pub fn spawn(dir: &Path, args: &[String], port: u16) -> Self {
+        let mut args = args.to_vec();
+        if !args
+            .iter()
+            .any(|a| a == "--cgroup-parent" || a == "--no-cgroups")
+        {
+            args.extend(["--cgroup-parent".into(), cgroup_parent()]);
+        }
         let mut child = Command::new(endpoint_binary())
-            .args(args)
+            .args(&args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
