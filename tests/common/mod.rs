@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod handler;
 pub mod pki;
+pub mod procs;
 pub mod server;
 pub mod tls_client;
 pub mod tls_server;
