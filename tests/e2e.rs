@@ -1358,3 +1358,306 @@ fn embedded_2_mib_image_runs_and_an_oversized_chain_is_refused_unbuffered() {
     // And it keeps serving.
     assert_eq!(names(&site.ok(&admin, &["info"])), [":big"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Refusals that need the executor, and the client's exit codes
+
+#[test]
+fn a_chain_beyond_its_parent_installs_none_of_its_policies() {
+    let site = Site::start(&[]);
+    let admin = site.admin();
+    let team = site.delegate(&admin, "team", &["2", "--mem", "128"]);
+    // team's certificate has not been presented yet: its policy is not installed.
+    let policies = || {
+        let mut names: Vec<String> = table(&site.ok(&admin, &["policy"]))
+            .into_iter()
+            .skip(1)
+            .map(|r| r[0].clone())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(policies(), [":"]);
+    let deep = Tenant::from_fixture(
+        &site,
+        "deep",
+        &team
+            .fixture()
+            .intermediate("deep", &policy(5, &[0], 64, None, &[])),
+    );
+    site.refused(
+        &deep,
+        &["policy"],
+        "expected success when adding policy, got: policy of team:deep: not applied: policy \
+         above allows 2 unikernels, which is fewer than 5",
+    );
+    // The chain's policies are one transaction: team's, which fits, was not kept either.
+    assert_eq!(policies(), [":"]);
+    // The endpoint keeps serving, and team's own chain installs it.
+    write_image(&team.dir.join("hello.hvt"), &[]);
+    assert_eq!(
+        site.ok(&team, &["create", "web", "hello.hvt", "--arg=--wait"]),
+        "created unikernel\n"
+    );
+    assert_eq!(policies(), [":", "team:"]);
+}
+
+#[test]
+fn the_client_exits_121_when_the_endpoint_dies_mid_request() {
+    let mut site = Site::start(&[]);
+    let admin = site.admin();
+    write_image(&admin.dir.join("hello.hvt"), &[]);
+    site.ok(
+        &admin,
+        &["create", "web", "hello.hvt", "--arg=--print=up", "--arg=--wait"],
+    );
+    let mut console = site.spawn(&admin, &["console", "web"]);
+    console.wait_for_line_ending(" up");
+    site.endpoint.take().unwrap().kill();
+    assert_eq!(
+        console.wait(),
+        (
+            121,
+            "subscribed\npetrel: the server closed the connection without a final reply\n"
+                .to_owned()
+        )
+    );
+    // Nobody listens any more: connect failure.
+    let run = site.run(&admin, &["info"]);
+    assert_eq!(run.code, 122, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("petrel: couldn't connect to {}: ", site.destination())),
+        "{}",
+        run.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// kill -9 of the endpoint at random points
+
+/// Rounds of kill -9 in the crash test.
+const CRASH_ROUNDS: usize = 10;
+
+/// Names the crash test works on (root-level unikernels `:u0` …).
+const CRASH_NAMES: usize = 4;
+
+/// Set to a seed to replay a crash-test run.
+const SEED_VAR: &str = "PETREL_E2E_SEED";
+
+/// What the requests of a round said about a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Running,
+    Gone,
+    /// A request was in flight when the endpoint died (or failed): either is right.
+    Either,
+}
+
+/// One request of the crash driver: the operation, the name, and its exit code (`None`
+/// while it runs).
+#[derive(Debug, Clone)]
+struct Step {
+    op: &'static str,
+    name: String,
+    code: Option<i32>,
+}
+
+/// Runs random creates, force-creates (small images and 16 MiB uploads) and destroys
+/// against the endpoint until `stop` is set, recording each step.
+fn crash_driver(
+    dir: PathBuf,
+    remote: Vec<String>,
+    mut up: std::collections::BTreeSet<String>,
+    seed: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    steps: &std::sync::Mutex<Vec<Step>>,
+) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let label = format!("u{}", rng.gen_range(0..CRASH_NAMES));
+        let name = format!(":{label}");
+        let image = if rng.gen_bool(0.3) { "big.hvt" } else { "hello.hvt" };
+        let print = format!("--arg=--print={}", rng.r#gen::<u32>());
+        let (op, args): (&'static str, Vec<&str>) = if !up.contains(&name) {
+            ("create", vec!["create", &label, image, &print, "--arg=--wait"])
+        } else if rng.gen_bool(0.5) {
+            (
+                "force-create",
+                vec!["force-create", &label, image, &print, "--arg=--wait"],
+            )
+        } else {
+            ("destroy", vec!["destroy", &label])
+        };
+        let mut all: Vec<&str> = args;
+        all.extend(["--compression-level", "0"].iter().filter(|_| op != "destroy"));
+        all.extend(remote.iter().map(String::as_str));
+        let index = {
+            let mut steps = steps.lock().unwrap();
+            steps.push(Step {
+                op,
+                name: name.clone(),
+                code: None,
+            });
+            steps.len() - 1
+        };
+        let run = petrel(&dir, &all);
+        steps.lock().unwrap()[index].code = Some(run.code);
+        match (op, run.code) {
+            ("destroy", 0) => {
+                up.remove(&name);
+            }
+            (_, 0) => {
+                up.insert(name);
+            }
+            // The endpoint is gone; the round ends.
+            _ => return,
+        }
+    }
+}
+
+/// Every regular file below `dir`, relative to it.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn kill_9_of_the_endpoint_at_random_points_loses_and_duplicates_nothing() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let seed: u64 = std::env::var(SEED_VAR)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{SEED_VAR}={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut site = Site::start(&[]);
+    let admin = site.admin();
+    write_image(&admin.dir.join("hello.hvt"), &[]);
+    // An upload that takes a while: a stub followed by 16 MiB.
+    let mut big = build_test_image(Target::Hvt, 2, &[]);
+    big.resize(big.len() + 16 * 1024 * 1024, 0x5a);
+    std::fs::write(admin.dir.join("big.hvt"), &big).unwrap();
+    let state = site.state();
+    let mut expected: BTreeMap<String, Expect> = BTreeMap::new();
+    let mut up: BTreeSet<String> = BTreeSet::new();
+    let mut confirmed = 0;
+
+    for round in 0..CRASH_ROUNDS {
+        let stop = AtomicBool::new(false);
+        let steps = Mutex::new(Vec::new());
+        let driver_seed = rng.r#gen();
+        let delay = Duration::from_millis(rng.gen_range(50..1500));
+        let remote = site.remote(&admin, &[]);
+        std::thread::scope(|scope| {
+            let driver = scope.spawn(|| {
+                crash_driver(
+                    admin.dir.clone(),
+                    remote,
+                    up.clone(),
+                    driver_seed,
+                    &stop,
+                    &steps,
+                )
+            });
+            std::thread::sleep(delay);
+            site.endpoint.take().unwrap().kill();
+            stop.store(true, Ordering::SeqCst);
+            driver.join().unwrap();
+        });
+        let steps = steps.into_inner().unwrap();
+        eprintln!(
+            "round {round}: killed after {delay:?}, {} requests, last {:?}",
+            steps.len(),
+            steps.last()
+        );
+        for step in &steps {
+            let expect = match (step.op, step.code) {
+                ("destroy", Some(0)) => Expect::Gone,
+                (_, Some(0)) => Expect::Running,
+                _ => Expect::Either,
+            };
+            if step.code == Some(0) {
+                confirmed += 1;
+            }
+            expected.insert(step.name.clone(), expect);
+        }
+        // The kernel kills the tenders of the dead endpoint (PR_SET_PDEATHSIG).
+        site.wait_for_tenders(&[]);
+
+        site.restart();
+        let running: BTreeSet<String> = names(&site.ok(&admin, &["info"])).into_iter().collect();
+        for (name, expect) in &expected {
+            match expect {
+                Expect::Running => {
+                    assert!(running.contains(name), "round {round}: {name} lost ({seed})");
+                }
+                Expect::Gone => {
+                    assert!(!running.contains(name), "round {round}: {name} back ({seed})");
+                }
+                Expect::Either => {}
+            }
+        }
+        // Each exactly once.
+        let images: Vec<String> = running.iter().map(|n| format!("{n}.img")).collect();
+        let want: Vec<(&str, usize)> = images.iter().map(|i| (i.as_str(), 1)).collect();
+        site.wait_for_tenders(&want);
+        // No temporary file anywhere, nothing left of what does not run.
+        let mut want_files: Vec<String> = running
+            .iter()
+            .flat_map(|n| [format!("images/{n}.img"), format!("run/{n}.json")])
+            .chain(
+                ["audit.log", "lock", "records", "state", "state.started"].map(String::from),
+            )
+            .collect();
+        want_files.sort();
+        assert_eq!(files_below(&state), want_files, "round {round} ({seed})");
+        // The state file parses and names exactly what runs.
+        let inspected = ok(&admin.dir, &["inspect", state.join("state").to_str().unwrap()]);
+        let json: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
+        let in_state: BTreeSet<String> = json["unikernels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(in_state, running, "round {round} ({seed})");
+        // Every audit line survived whole.
+        let audit = std::fs::read_to_string(state.join(petrel::audit::AUDIT_FILE)).unwrap();
+        for line in audit.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("round {round}: audit line {line:?}: {e}"));
+        }
+        // What runs now is where the next round starts.
+        up = running;
+        expected = (0..CRASH_NAMES)
+            .map(|i| format!(":u{i}"))
+            .map(|name| {
+                let expect = if up.contains(&name) {
+                    Expect::Running
+                } else {
+                    Expect::Gone
+                };
+                (name, expect)
+            })
+            .collect();
+    }
+    assert!(confirmed >= CRASH_ROUNDS, "only {confirmed} requests confirmed");
+}
