@@ -1409,7 +1409,13 @@ fn the_client_exits_121_when_the_endpoint_dies_mid_request() {
     write_image(&admin.dir.join("hello.hvt"), &[]);
     site.ok(
         &admin,
-        &["create", "web", "hello.hvt", "--arg=--print=up", "--arg=--wait"],
+        &[
+            "create",
+            "web",
+            "hello.hvt",
+            "--arg=--print=up",
+            "--arg=--wait",
+        ],
     );
     let mut console = site.spawn(&admin, &["console", "web"]);
     console.wait_for_line_ending(" up");
@@ -1426,8 +1432,10 @@ fn the_client_exits_121_when_the_endpoint_dies_mid_request() {
     let run = site.run(&admin, &["info"]);
     assert_eq!(run.code, 122, "{run:?}");
     assert!(
-        run.stderr
-            .starts_with(&format!("petrel: couldn't connect to {}: ", site.destination())),
+        run.stderr.starts_with(&format!(
+            "petrel: couldn't connect to {}: ",
+            site.destination()
+        )),
         "{}",
         run.stderr
     );
@@ -1478,10 +1486,17 @@ fn crash_driver(
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let label = format!("u{}", rng.gen_range(0..CRASH_NAMES));
         let name = format!(":{label}");
-        let image = if rng.gen_bool(0.3) { "big.hvt" } else { "hello.hvt" };
+        let image = if rng.gen_bool(0.3) {
+            "big.hvt"
+        } else {
+            "hello.hvt"
+        };
         let print = format!("--arg=--print={}", rng.r#gen::<u32>());
         let (op, args): (&'static str, Vec<&str>) = if !up.contains(&name) {
-            ("create", vec!["create", &label, image, &print, "--arg=--wait"])
+            (
+                "create",
+                vec!["create", &label, image, &print, "--arg=--wait"],
+            )
         } else if rng.gen_bool(0.5) {
             (
                 "force-create",
@@ -1491,7 +1506,11 @@ fn crash_driver(
             ("destroy", vec!["destroy", &label])
         };
         let mut all: Vec<&str> = args;
-        all.extend(["--compression-level", "0"].iter().filter(|_| op != "destroy"));
+        all.extend(
+            ["--compression-level", "0"]
+                .iter()
+                .filter(|_| op != "destroy"),
+        );
         all.extend(remote.iter().map(String::as_str));
         let index = {
             let mut steps = steps.lock().unwrap();
@@ -1607,10 +1626,16 @@ fn kill_9_of_the_endpoint_at_random_points_loses_and_duplicates_nothing() {
         for (name, expect) in &expected {
             match expect {
                 Expect::Running => {
-                    assert!(running.contains(name), "round {round}: {name} lost ({seed})");
+                    assert!(
+                        running.contains(name),
+                        "round {round}: {name} lost ({seed})"
+                    );
                 }
                 Expect::Gone => {
-                    assert!(!running.contains(name), "round {round}: {name} back ({seed})");
+                    assert!(
+                        !running.contains(name),
+                        "round {round}: {name} back ({seed})"
+                    );
                 }
                 Expect::Either => {}
             }
@@ -1623,14 +1648,15 @@ fn kill_9_of_the_endpoint_at_random_points_loses_and_duplicates_nothing() {
         let mut want_files: Vec<String> = running
             .iter()
             .flat_map(|n| [format!("images/{n}.img"), format!("run/{n}.json")])
-            .chain(
-                ["audit.log", "lock", "records", "state", "state.started"].map(String::from),
-            )
+            .chain(["audit.log", "lock", "records", "state", "state.started"].map(String::from))
             .collect();
         want_files.sort();
         assert_eq!(files_below(&state), want_files, "round {round} ({seed})");
         // The state file parses and names exactly what runs.
-        let inspected = ok(&admin.dir, &["inspect", state.join("state").to_str().unwrap()]);
+        let inspected = ok(
+            &admin.dir,
+            &["inspect", state.join("state").to_str().unwrap()],
+        );
         let json: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
         let in_state: BTreeSet<String> = json["unikernels"]
             .as_array()
@@ -1659,5 +1685,84 @@ fn kill_9_of_the_endpoint_at_random_points_loses_and_duplicates_nothing() {
             })
             .collect();
     }
-    assert!(confirmed >= CRASH_ROUNDS, "only {confirmed} requests confirmed");
+    assert!(
+        confirmed >= CRASH_ROUNDS,
+        "only {confirmed} requests confirmed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A real bridge (root only, in a private network namespace)
+
+/// Runs the `ip` command; it must succeed.
+fn ip(args: &[&str]) {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ip {args:?}: {output:?}");
+}
+
+#[test]
+fn a_unikernel_on_a_real_bridge() {
+    if let Some(reason) = common::netns::skip_reason() {
+        eprintln!("SKIPPED e2e bridge test: {reason}");
+        return;
+    }
+    // Everything (the ip commands, the endpoint, its tenders, the clients) is started
+    // from this thread and lives in its namespaces.
+    common::netns::in_netns(|| {
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["link", "add", "br0", "type", "bridge"]);
+        ip(&["link", "set", "br0", "up"]);
+        let site = Site::start(&[]);
+        let alice = site.delegate(
+            &site.admin(),
+            "alice",
+            &["1", "--mem", "64", "--bridge", "br0", "--bridge", "br1"],
+        );
+        write_image(&alice.dir.join("net.hvt"), &[Device::net("service")]);
+        assert_eq!(
+            site.ok(
+                &alice,
+                &[
+                    "create",
+                    "web",
+                    "net.hvt",
+                    "--net",
+                    "service:br0",
+                    "--arg=--print=up",
+                    "--arg=--wait"
+                ]
+            ),
+            "created unikernel\n"
+        );
+        let tender = only_tender(&site, "alice:web.img");
+        let tap = tender
+            .argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--net:service="))
+            .unwrap()
+            .to_owned();
+        let master = std::fs::read_link(format!("/sys/class/net/{tap}/master")).unwrap();
+        assert_eq!(master.file_name().unwrap(), "br0");
+        let mac = tender
+            .argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--net-mac:service="))
+            .unwrap();
+        let info = table(&site.ok(&alice, &["info"]));
+        assert_eq!(info[1][7], format!("service:br0@{mac}"), "{info:?}");
+        assert_eq!(
+            site.ok(&alice, &["destroy", "web"]),
+            "destroyed unikernel\n"
+        );
+        assert!(!Path::new(&format!("/sys/class/net/{tap}")).exists());
+        // A bridge the policies allow but the host does not have.
+        site.refused(
+            &alice,
+            &["create", "web", "net.hvt", "--net", "service:br1"],
+            "interface br1 does not exist",
+        );
+    });
 }

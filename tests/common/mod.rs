@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod handler;
+pub mod netns;
 pub mod pki;
 pub mod procs;
 pub mod server;
