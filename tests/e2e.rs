@@ -1766,3 +1766,41 @@ fn a_unikernel_on_a_real_bridge() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// petrel-endpoint --dev, and the commands it prints, pasted as printed
+
+#[test]
+fn the_commands_dev_mode_prints_work_as_printed() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args: Vec<String> = ["--dev", "--port", &port.to_string(), "--tender"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([stand_in_tender().to_owned()])
+        .collect();
+    let endpoint = Endpoint::spawn(cwd.path(), &args, port);
+    endpoint.wait_for_stdout("petrel destroy hello --destination");
+    let printed: Vec<Vec<String>> = endpoint
+        .stdout()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("petrel "))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    let commands: Vec<&str> = printed.iter().map(|c| c[0].as_str()).collect();
+    assert_eq!(commands, ["info", "policy", "create", "console", "destroy"]);
+    let run = |command: &[String]| {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        ok(cwd.path(), &args).stdout
+    };
+    assert_eq!(names(&run(&printed[0])), Vec::<String>::new());
+    assert_eq!(table(&run(&printed[1]))[1][0], ":");
+    assert_eq!(run(&printed[2]), "created unikernel\n");
+    let args: Vec<&str> = printed[3].iter().map(String::as_str).collect();
+    let mut console = Running::start(cwd.path(), &args);
+    console.wait_for_line_ending(" hello");
+    console.stop();
+    assert_eq!(names(&run(&printed[0])), [":hello"]);
+    assert_eq!(run(&printed[4]), "destroyed unikernel\n");
+    assert_eq!(names(&run(&printed[0])), Vec::<String>::new());
+}
