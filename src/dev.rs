@@ -320,7 +320,8 @@ mod tests {
                 files.ca_key.clone(),
                 files.server_cert.clone(),
                 files.server_key.clone(),
-                files.admin_key.clone()
+                files.admin_key.clone(),
+                files.hello_image.clone()
             ]
         );
         for key in [&files.ca_key, &files.server_key, &files.admin_key] {
