@@ -724,9 +724,14 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// The baseline: a bare tokio-openssl server with the endpoint's TLS settings that
 /// completes the handshake, drains a streamed upload if asked to, answers one fixed
-/// frame and closes. It runs on a runtime of its own, like the endpoint's.
+/// frame and closes. Its threads are laid out as the endpoint's: a runtime of its own
+/// whose workers run the connections, and the accept loop on a thread of its own (the
+/// endpoint accepts in `block_on` on its main thread), so that both get the same share of
+/// a busy machine's CPUs.
 struct BareServer {
     addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    accept: Option<std::thread::JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -739,27 +744,36 @@ impl BareServer {
             &std::fs::read(cacert).with_context(|| cacert.display().to_string())?,
         )?;
         let acceptor = Arc::new(Acceptor::from_files(&anchors, cert, key, MAX_CHAIN_SIZE)?);
-        let reply = codec::frame(&codec::encode_wire(&Wire::new(
+        let reply = Arc::new(codec::frame(&codec::encode_wire(&Wire::new(
             Header::new(0, Name::root()),
             Payload::success_string("bare"),
-        )))?;
+        )))?);
         let runtime = runtime(args.bare_threads)?;
         let listener = runtime.block_on(TcpListener::bind(("127.0.0.1", port)))?;
         let addr = listener.local_addr()?;
-        let reply = Arc::new(reply);
-        runtime.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, reply) = (Arc::clone(&acceptor), Arc::clone(&reply));
-                tokio::spawn(async move {
-                    let _ = bare_connection(&acceptor, tcp, &reply, drain).await;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = runtime.handle().clone();
+        let accept = std::thread::Builder::new()
+            .name("bare-accept".to_owned())
+            .spawn(move || {
+                handle.block_on(async move {
+                    loop {
+                        let accepted = tokio::select! {
+                            _ = &mut stopped => return,
+                            accepted = listener.accept() => accepted,
+                        };
+                        let Ok((tcp, _)) = accepted else { continue };
+                        let (acceptor, reply) = (Arc::clone(&acceptor), Arc::clone(&reply));
+                        tokio::spawn(async move {
+                            let _ = bare_connection(&acceptor, tcp, &reply, drain).await;
+                        });
+                    }
                 });
-            }
-        });
+            })?;
         Ok(Self {
             addr,
+            stop: Some(stop),
+            accept: Some(accept),
             runtime: Some(runtime),
         })
     }
@@ -767,6 +781,12 @@ impl BareServer {
 
 impl Drop for BareServer {
     fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
