@@ -25,7 +25,7 @@ mod usage;
 use std::collections::BTreeMap;
 
 use crate::name::{Label, Name, Path};
-use crate::policy::Policy;
+use crate::policy::{Policy, WithinError};
 use crate::trie::Trie;
 
 pub use error::{ChainPolicyError, Exceeded, PolicyError, ResourceError};
@@ -112,11 +112,34 @@ impl Resources {
         path: &Path,
         policy: Policy,
     ) -> Result<PolicyOutcome, PolicyError> {
-        self.add_policy_ref(path, &policy)
+        self.add_policy_ref(path, &policy, Above::WithRoot)
             .map(|previous| match previous {
                 Some(_) => PolicyOutcome::Added,
                 None => PolicyOutcome::Unchanged,
             })
+    }
+
+    /// Restores a policy read from the state file at start-up: as
+    /// [`Resources::add_policy`], except that the root policy is not consulted. The root
+    /// policy is the host as discovered at this start, and a host can shrink under its
+    /// tenants (a CPU or a bridge gone, less memory) or come with an albatross state file
+    /// whose first-level policies were never checked against the host (Note N4); refusing
+    /// the policy would mean refusing to start at all. The policy is kept, and the root
+    /// policy is still enforced on every create and block add below it. Returns how the
+    /// policy exceeds the root policy, if it does, for the caller to report.
+    pub fn restore_stored_policy(
+        &mut self,
+        path: &Path,
+        policy: Policy,
+    ) -> Result<Option<WithinError>, PolicyError> {
+        let beyond_root = self
+            .trie
+            .root()
+            .policy
+            .as_ref()
+            .and_then(|root| root.contains(&policy).err());
+        self.add_policy_ref(path, &policy, Above::WithoutRoot)?;
+        Ok(beyond_root)
     }
 
     /// Applies the policies of a certificate chain, given top-down (the one closest to the
@@ -129,7 +152,7 @@ impl Resources {
         let mut undo: Vec<(&Path, Option<Policy>)> = Vec::new();
         let mut outcomes = Vec::with_capacity(chain.len());
         for (index, (path, policy)) in chain.iter().enumerate() {
-            match self.add_policy_ref(path, policy) {
+            match self.add_policy_ref(path, policy, Above::WithRoot) {
                 Ok(Some(previous)) => {
                     undo.push((path, previous));
                     outcomes.push(PolicyOutcome::Added);
@@ -356,7 +379,12 @@ impl Resources {
         &mut self,
         path: &Path,
         policy: &Policy,
+        above: Above,
     ) -> Result<Option<Option<Policy>>, PolicyError> {
+        let skip = match above {
+            Above::WithRoot => 0,
+            Above::WithoutRoot => 1,
+        };
         let own = self.trie.value(path);
         if own.and_then(|entry| entry.policy.as_ref()) == Some(policy) {
             return Ok(None);
@@ -366,7 +394,7 @@ impl Resources {
         }
         // Above: from the parent up to the root (albatross's order, but with the root).
         let above: Vec<&Entry> = self.trie.along(path).take(path.labels().len()).collect();
-        for (depth, entry) in above.iter().enumerate().rev() {
+        for (depth, entry) in above.iter().enumerate().skip(skip).rev() {
             if let Some(stored) = &entry.policy {
                 stored
                     .contains(policy)
@@ -476,6 +504,15 @@ enum Mode {
     Create,
     /// Force-create or restart: the existing one (if any) is replaced.
     Replace,
+}
+
+/// Which policies above a new policy must contain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Above {
+    /// Every one, the root policy (the host) included.
+    WithRoot,
+    /// Every one but the root policy (restoring the state file at start-up).
+    WithoutRoot,
 }
 
 /// The policy checks of a create against one policy, in albatross's order: unikernels,
@@ -629,5 +666,63 @@ mod tests {
         assert_eq!(r.usage(&Path::parse("foo").unwrap()), Usage::default());
         assert_eq!(r.remove_unikernel(&name("foo:")), None);
         assert_eq!(r.unikernel(&name(":foo")), Some(&small(10)));
+    }
+
+    #[test]
+    fn stored_policies_are_restored_beyond_the_host_but_not_beyond_their_parent() {
+        let mut r = Resources::new(host());
+        let wide = Policy {
+            cpuids: BTreeSet::from([0, 5]),
+            memory: 8192,
+            ..host()
+        };
+        let a = Path::parse("a").unwrap();
+        assert_eq!(
+            r.restore_stored_policy(&a, wide.clone())
+                .unwrap()
+                .map(|e| e.to_string()),
+            Some("policy above allows 4096 MB memory, which is fewer than 8192 MB".to_owned())
+        );
+        assert_eq!(r.policy(&a), Some(&wide));
+        // The host still limits every create below it.
+        let pinned = UnikernelUsage {
+            cpuids: BTreeSet::from([5]),
+            ..small(10)
+        };
+        assert_eq!(
+            r.check_create(&name("a:x"), &pinned)
+                .unwrap_err()
+                .to_string(),
+            "policy of : would be exceeded: cpuid (5 not allowed)"
+        );
+        // A stored policy still has to fit the stored policies above it.
+        let b = Path::parse("a:b").unwrap();
+        let wider = Policy {
+            memory: 9000,
+            ..wide.clone()
+        };
+        assert_eq!(
+            r.restore_stored_policy(&b, wider).unwrap_err().to_string(),
+            "policy above allows 8192 MB memory, which is fewer than 9000 MB"
+        );
+        assert_eq!(
+            r.restore_stored_policy(&b, wide).unwrap(),
+            Some(WithinError::Memory {
+                above: 4096,
+                below: 8192
+            })
+        );
+        // Outside a restore, the host is checked as always.
+        let c = Path::parse("c").unwrap();
+        assert!(
+            r.add_policy(
+                &c,
+                Policy {
+                    memory: 8192,
+                    ..host()
+                }
+            )
+            .is_err()
+        );
     }
 }

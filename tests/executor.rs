@@ -1966,13 +1966,13 @@ async fn unparsable_state_refuses_to_start() {
     // The file is left as it was.
     assert_eq!(fs::read(fx.path("state")).unwrap(), b"\xA6\x03\x30\x01");
 
-    // A stored policy that no longer fits the host refuses start-up, naming it.
+    // A stored policy that no longer fits its stored parent refuses start-up, naming it.
     let state = State {
         unikernels: vec![],
-        policies: vec![TrieEntry::new(
-            n("big:"),
-            policy(1, &[0], 100_000, None, &["service"]),
-        )],
+        policies: vec![
+            TrieEntry::new(n("a:"), policy(1, &[0], 100, None, &["service"])),
+            TrieEntry::new(n("a:big:"), policy(1, &[0], 200, None, &["service"])),
+        ],
     };
     fs::write(fx.path("state"), codec::encode_state(&state)).unwrap();
     let err = Executor::start(fx.config(), fx.net.clone(), Arc::new(ProcessTender))
@@ -1981,9 +1981,29 @@ async fn unparsable_state_refuses_to_start() {
         .unwrap();
     assert_eq!(
         err.to_string(),
-        "the stored policy big: cannot be restored: policy above allows 4096 MB memory, \
-         which is fewer than 100000 MB"
+        "the stored policy a:big: cannot be restored: policy above allows 100 MB memory, \
+         which is fewer than 200 MB"
     );
+
+    // One beyond the host (which can shrink, and which albatross never checked first-level
+    // policies against) is kept; the host still limits what runs below it.
+    let big = policy(1, &[0], 100_000, None, &["service"]);
+    let state = State {
+        unikernels: vec![],
+        policies: vec![TrieEntry::new(n("big:"), big.clone())],
+    };
+    fs::write(fx.path("state"), codec::encode_state(&state)).unwrap();
+    let exec = Executor::start(fx.config(), fx.net.clone(), Arc::new(ProcessTender))
+        .await
+        .unwrap();
+    assert_eq!(
+        policies(fx.root_ask(&exec, ".", policy_info()).await),
+        vec![
+            (":".to_owned(), fx.config_root_policy()),
+            ("big:".to_owned(), big)
+        ]
+    );
+    exec.shutdown().await;
 }
 
 /// Writes `state` and the images of its unikernels (taken from their `image` fields,

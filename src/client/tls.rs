@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{AlertDescription, ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -55,17 +56,28 @@ pub fn client_config(
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| ClientError::usage(format!("--server-ca: {e}")))?;
+    // rustls's `with_client_auth_cert` checks the key against the leaf by parsing the
+    // leaf with webpki, which refuses certificates above 64 KiB — every leaf that embeds
+    // an image. The key is checked with petrel's own parser instead.
+    let leaf = chain
+        .first()
+        .ok_or_else(|| ClientError::usage("client certificate: empty chain".to_owned()))?;
+    crate::pki::facts::check_key_matches(key, leaf.der())
+        .map_err(|e| ClientError::usage(format!("client certificate: {e}")))?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(pkcs8(key)?)
+        .map_err(|e| ClientError::usage(format!("client certificate: {e}")))?;
     let chain = chain
         .iter()
         .map(|c| CertificateDer::from(c.der().to_vec()))
         .collect();
-    let key = pkcs8(key)?;
+    let certified = SingleCertAndKey::from(CertifiedKey::new(chain, signing_key));
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Internal(e.to_string()))?
         .with_webpki_verifier(verifier)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| ClientError::usage(format!("client certificate: {e}")))?;
+        .with_client_cert_resolver(Arc::new(certified));
     Ok(Arc::new(config))
 }
 
@@ -226,6 +238,47 @@ mod tests {
         assert_eq!(
             server_name(&d, Some("a b")).unwrap_err().to_string(),
             "invalid server name \"a b\""
+        );
+    }
+
+    #[test]
+    fn a_leaf_above_64_kib_is_presented_and_a_foreign_key_refused() {
+        use crate::pki::{
+            CaIssuer, CertificateTemplate, Criticality, KeyType, Profile, Serial, Subject, Validity,
+        };
+        let now = time::OffsetDateTime::from_unix_timestamp(1_748_779_200).unwrap();
+        let mut rng = rand::thread_rng();
+        let ca_key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let validity = Validity {
+            now,
+            duration: Duration::from_secs(3600),
+        };
+        let root =
+            crate::pki::cert::root_ca("ca", &ca_key, validity, Serial::random(&mut rng)).unwrap();
+        let issuer = CaIssuer::new(vec![root.clone()], ca_key).unwrap();
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        // An embedded image makes the leaf larger than webpki parses.
+        let extension = vec![0x42; 200 * 1024];
+        let template = CertificateTemplate {
+            profile: Profile::Leaf,
+            subject: Subject::CommonName("big"),
+            public_key: key.public_key(),
+            albatross: Some(&extension),
+            albatross_criticality: Criticality::NonCritical,
+            alt_names: &[],
+            validity,
+            serial: Serial::random(&mut rng),
+        };
+        let leaf = crate::pki::cert::issue(&template, &issuer).unwrap();
+        assert!(leaf.der().len() > 200 * 1024);
+        let chain = [leaf];
+        assert!(client_config(std::slice::from_ref(&root), &chain, &key).is_ok());
+        let other = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        assert_eq!(
+            client_config(&[root], &chain, &other)
+                .unwrap_err()
+                .to_string(),
+            "client certificate: Public key of certificate doesn't match private key"
         );
     }
 }

@@ -146,7 +146,8 @@ pub enum ExecError {
         /// Why.
         reason: String,
     },
-    /// A stored policy does not fit the host or the policies above it any more.
+    /// A stored policy does not fit the stored policies above or below it (the host, the
+    /// root policy, is not checked at start-up: see `Resources::restore_stored_policy`).
     #[error("the stored policy {path} cannot be restored: {source}")]
     Policy {
         /// Its path.

@@ -109,12 +109,16 @@ pub(crate) async fn start(
         if path.is_root() || revoked.policies.contains(&path) {
             continue;
         }
-        resources
-            .add_policy(&path, entry.value.clone())
+        let beyond_host = resources
+            .restore_stored_policy(&path, entry.value.clone())
             .map_err(|source| ExecError::Policy {
                 path: Name::of_path(path.clone()),
                 source: Box::new(source),
             })?;
+        if let Some(exceeded) = beyond_host {
+            // Kept: the host is still enforced on every create below it.
+            tracing::warn!(%path, %exceeded, "stored policy exceeds this host's resources");
+        }
     }
 
     let mut order: Vec<(Name, UnikernelConfig)> = state

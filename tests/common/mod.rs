@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod handler;
+pub mod netns;
 pub mod pki;
+pub mod procs;
 pub mod server;
 pub mod tls_client;
 pub mod tls_server;

@@ -233,6 +233,12 @@ impl Endpoint {
 
     /// Starts the binary with `args` in `dir` and waits for `listening` on `port`.
     pub fn spawn(dir: &Path, args: &[String], port: u16) -> Self {
+        Self::spawn_with_env(dir, args, port, &[])
+    }
+
+    /// [`Endpoint::spawn`] with extra environment variables (inherited by its tenders).
+    /// Unless `args` say otherwise, the endpoint gets a cgroup parent of its own.
+    pub fn spawn_with_env(dir: &Path, args: &[String], port: u16, env: &[(&str, &Path)]) -> Self {
         let mut args = args.to_vec();
         if !args
             .iter()
@@ -242,6 +248,7 @@ impl Endpoint {
         }
         let mut child = Command::new(endpoint_binary())
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -258,8 +265,28 @@ impl Endpoint {
             log,
             stdout,
         };
-        endpoint.wait_for_log(&format!("listening address=127.0.0.1:{port}"));
-        endpoint
+        endpoint.wait_for_listening(port)
+    }
+
+    /// Waits for the `listening` log line; fails at once if the process exits first.
+    fn wait_for_listening(mut self, port: u16) -> Self {
+        let needle = format!("listening address=127.0.0.1:{port}");
+        let start = Instant::now();
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(&needle)) {
+                return self;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the endpoint exited ({status}) before listening:\n{}",
+                    self.log()
+                );
+            }
+            assert!(start.elapsed() < WAIT, "not listening:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The first log line containing `needle`, waiting for it.
@@ -292,6 +319,22 @@ impl Endpoint {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Everything logged on standard error so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the endpoint with SIGKILL (no clean-up of any kind) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the endpoint with SIGTERM and returns its exit status.
