@@ -25,9 +25,9 @@
 //! | `petrel_unikernel_network_{receive,transmit}_{bytes,packets,errors,drops}_total` | counter | `name`, `interface` |
 //!
 //! Network counters are the host-side tap's: `receive` is what the unikernel sent.
-//! `petrel_crls_stored` and `petrel_revocations_applied_total` stay 0 until revocation is
-//! enforced; [`ServerMetrics::set_crls_stored`] and
-//! [`ServerMetrics::add_revocations_applied`] are where it reports.
+//! `petrel_crls_stored` (issuers with a CRL in force) and
+//! `petrel_revocations_applied_total` (certificates newly revoked by uploads and operator
+//! CRLs) are read from the executor at each scrape.
 
 pub mod http;
 pub mod influx;
@@ -169,6 +169,12 @@ impl ServerMetrics {
     /// `n` more revocations were applied (certificates newly revoked).
     pub fn add_revocations_applied(&self, n: u64) {
         self.revocations_applied.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The number of revocations applied so far (certificates newly revoked), as the
+    /// executor counts them.
+    pub fn set_revocations_applied(&self, n: u64) {
+        self.revocations_applied.store(n, Ordering::Relaxed);
     }
 
     fn commands(&self) -> MutexGuard<'_, BTreeMap<String, CommandFigures>> {
@@ -320,6 +326,13 @@ impl MetricsSource {
 
     /// Every family now.
     pub fn families(&self) -> Vec<Family> {
+        if let Some(executor) = &self.executor {
+            let stored = executor.revocations().current().issuers();
+            self.server
+                .set_crls_stored(u64::try_from(stored).unwrap_or(u64::MAX));
+            self.server
+                .set_revocations_applied(executor.revocations_applied());
+        }
         let unikernels = self
             .executor
             .as_ref()

@@ -57,6 +57,11 @@ impl RevocationStore {
         self.revoked.get(issuer_key)
     }
 
+    /// The number of issuers with a CRL in force.
+    pub fn issuers(&self) -> usize {
+        self.revoked.len()
+    }
+
     /// Whether `id` is revoked.
     pub fn is_revoked(&self, id: &CertId) -> bool {
         self.revoked

@@ -742,3 +742,55 @@ fn metrics_count_a_scripted_sequence_of_requests_and_refusals_exactly() {
     assert!(seen.contains("petrel_handshakes_total"), "{seen:?}");
     assert!(endpoint.stop().success());
 }
+
+/// `petrel_crls_stored` and `petrel_revocations_applied_total` follow a CRL upload.
+#[test]
+fn metrics_count_stored_crls_and_applied_revocations() {
+    use petrel::pki::crl::{CrlTemplate, RevokedEntry, create_crl};
+    use petrel::pki::{CrlNumber, Serial};
+
+    let ca = Ca::root_now("test-ca");
+    let port = free_port();
+    let endpoint = Endpoint::start(&ca, &["--metrics", &port.to_string()]);
+    endpoint.wait_for_log(&format!("metrics listening address=127.0.0.1:{port}"));
+    let before = scrape(port);
+    assert_eq!(before.value("petrel_crls_stored", &[]), Some(0.0));
+
+    // The CA revokes two serials of certificates it never issued, and uploads the CRL.
+    let now = time::OffsetDateTime::now_utc();
+    let revoked = |n: u8| RevokedEntry {
+        serial: Serial::from_der_content(&[0x01, n]),
+        revoked_at: now.unix_timestamp(),
+        reason: None,
+        invalidity_date: None,
+    };
+    let crl = create_crl(
+        &CrlTemplate {
+            this_update: now,
+            next_update: Some(now + time::Duration::days(1)),
+            number: CrlNumber::from_u64(1),
+            revoked: vec![revoked(1), revoked(2)],
+        },
+        &ca.issuer,
+    )
+    .unwrap();
+    let leaf = ca.leaf(
+        Some("."),
+        &Command::Revocation(codec::RevocationCmd::Upload),
+    );
+    let mut client = Client::connect(endpoint.addr, &leaf.chain, &leaf.key, ca.cert()).unwrap();
+    client.send_chunk(crl.der()).unwrap();
+    client.send_end().unwrap();
+    let frames = client.read_all().unwrap();
+    assert!(
+        matches!(frames.last().unwrap().payload, Payload::Success(_)),
+        "{frames:?}"
+    );
+
+    let after = scrape(port);
+    assert_eq!(after.value("petrel_crls_stored", &[]), Some(1.0));
+    assert_eq!(
+        after.value("petrel_revocations_applied_total", &[]),
+        Some(2.0)
+    );
+}

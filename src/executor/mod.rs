@@ -225,6 +225,12 @@ impl Executor {
         self.inner.revocation.shared()
     }
 
+    /// The number of certificates newly revoked (by uploads and operator CRLs) since
+    /// start-up.
+    pub fn revocations_applied(&self) -> u64 {
+        self.inner.revocation.applied()
+    }
+
     /// Reads the operator CRLs again (SIGHUP) and applies what became revoked; new
     /// connections see the result at once, open connections are not touched (except
     /// console subscriptions of revoked chains, which are closed).

@@ -33,7 +33,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
@@ -149,6 +149,8 @@ pub(crate) struct Revocation {
     /// True while operator CRLs wait for their issuer (requests then look at their
     /// chain's CA certificates).
     has_pending: AtomicBool,
+    /// Certificates newly revoked since start-up (for metrics).
+    applied: AtomicU64,
 }
 
 impl Revocation {
@@ -161,6 +163,7 @@ impl Revocation {
             shared,
             state: tokio::sync::Mutex::new(loaded),
             has_pending,
+            applied: AtomicU64::new(0),
         }
     }
 
@@ -172,6 +175,11 @@ impl Revocation {
     /// The store in force now.
     pub(crate) fn current(&self) -> Arc<RevocationStore> {
         self.shared.current()
+    }
+
+    /// Certificates newly revoked since start-up.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
     }
 }
 
@@ -691,6 +699,10 @@ impl Inner {
     /// Closes the consoles of `revoked` chains and, unless work is kept, destroys what
     /// they created and removes the policies they installed.
     async fn apply_consequences(self: &Arc<Self>, revoked: &BTreeSet<CertId>) -> Consequences {
+        self.revocation.applied.fetch_add(
+            u64::try_from(revoked.len()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let mut consequences = Consequences {
             newly_revoked: revoked.len(),
             kept: self.config.on_revoke == OnRevoke::Keep,
