@@ -58,8 +58,32 @@ pub struct Host {
     _owned: Option<tempfile::TempDir>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    isolation: Isolation,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Namespaces and mounts a [`Host`] runs in.
+#[derive(Default)]
+struct Isolation {
+    /// The listening socket handed over (with a network namespace).
+    listener: Option<std::net::TcpListener>,
+    /// Bridges to create in a private network namespace.
+    bridges: Option<Vec<String>>,
+    /// Size of the state directory's tmpfs in KiB.
+    tmpfs_kib: Option<u64>,
+}
+
+/// Why a test that needs root cannot run here, if it cannot.
+pub fn skip_without_root() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing");
+    }
+    None
 }
 
 /// How a [`Host`] is started.
@@ -73,6 +97,13 @@ pub struct HostOptions {
     pub env: Vec<(String, String)>,
     /// The state directory (default: `state/` in the host's directory).
     pub state_dir: Option<PathBuf>,
+    /// Run in private network and mount namespaces (sysfs remounted) with these bridges
+    /// (root only): the host's interfaces are never touched. The listening socket is made
+    /// by the test and handed over as with systemd socket activation.
+    pub netns_bridges: Option<Vec<String>>,
+    /// Mount a tmpfs of this many KiB on the state directory, in a private mount
+    /// namespace (root only): it disappears with the process.
+    pub tmpfs_kib: Option<u64>,
 }
 
 impl HostOptions {
@@ -100,26 +131,44 @@ impl Host {
         std::fs::write(dir.join("cacert.pem"), ca.cert_pem()).unwrap();
         std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("server.key"), key.to_pem()).unwrap();
-        let port = free_port();
+        let listener = options
+            .netns_bridges
+            .as_ref()
+            .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap());
+        let port = match &listener {
+            Some(listener) => listener.local_addr().unwrap().port(),
+            None => free_port(),
+        };
         let tender = options
             .tender
             .unwrap_or_else(|| PathBuf::from(stand_in_tender()));
         let state_dir = options.state_dir.unwrap_or_else(|| dir.join("state"));
+        let listen: Vec<String> = match &listener {
+            Some(_) => vec!["--systemd-socket-activation".into()],
+            None => vec![
+                "--ip".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+            ],
+        };
+        if options.tmpfs_kib.is_some() {
+            std::fs::create_dir_all(&state_dir).unwrap();
+        }
         let mut args: Vec<String> = vec![
             "cacert.pem".into(),
             "server.pem".into(),
             "server.key".into(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--state-dir".into(),
-            state_dir.to_string_lossy().into_owned(),
-            "--tender".into(),
-            tender.to_string_lossy().into_owned(),
-            "--log-level".into(),
-            "info".into(),
         ];
+        args.extend(listen);
+        args.extend([
+            "--state-dir".to_owned(),
+            state_dir.to_string_lossy().into_owned(),
+            "--tender".to_owned(),
+            tender.to_string_lossy().into_owned(),
+            "--log-level".to_owned(),
+            "info".to_owned(),
+        ]);
         args.extend(HOST_FLAGS.iter().map(|s| s.to_string()));
         args.extend(options.extra);
         let mut host = Self {
@@ -129,6 +178,11 @@ impl Host {
             _owned: Some(owned),
             args,
             env: options.env,
+            isolation: Isolation {
+                listener,
+                bridges: options.netns_bridges,
+                tmpfs_kib: options.tmpfs_kib,
+            },
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
         };
@@ -139,7 +193,19 @@ impl Host {
     /// (Re)starts the process with the same arguments and waits until it listens.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut command = Process::new(endpoint_binary());
+        let mut command = if self.isolation.listener.is_some() {
+            // systemd's protocol: LISTEN_PID must be the endpoint's pid, which `exec` keeps.
+            let mut command = Process::new("sh");
+            command
+                .arg("-c")
+                .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$@\"")
+                .arg("sh")
+                .arg(endpoint_binary());
+            command
+        } else {
+            Process::new(endpoint_binary())
+        };
+        self.isolate(&mut command);
         command
             .args(&self.args)
             .current_dir(&self.dir)
@@ -153,6 +219,126 @@ impl Host {
         self.log = collect(child.stderr.take().unwrap());
         self.child = Some(child);
         self.wait_for_log(&format!("listening address={}", self.addr));
+    }
+
+    /// Sets up the namespaces and mounts of [`HostOptions::netns_bridges`] and
+    /// [`HostOptions::tmpfs_kib`] in the child before it executes.
+    fn isolate(&self, command: &mut Process) {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+
+        let isolation = &self.isolation;
+        if isolation.bridges.is_none() && isolation.tmpfs_kib.is_none() {
+            return;
+        }
+        let listener = isolation.listener.as_ref().map(|l| l.as_raw_fd());
+        let netns = isolation.bridges.is_some();
+        let bridges: Vec<CString> = isolation
+            .bridges
+            .iter()
+            .flatten()
+            .map(|b| CString::new(b.as_str()).unwrap())
+            .collect();
+        let tmpfs = isolation.tmpfs_kib.map(|kib| {
+            (
+                CString::new(self.state_dir().to_string_lossy().into_owned()).unwrap(),
+                CString::new(format!("size={kib}k,mode=0700")).unwrap(),
+            )
+        });
+        let c = |s: &str| CString::new(s).unwrap();
+        let (root, sys, sysfs, tmpfs_type) = (c("/"), c("/sys"), c("sysfs"), c("tmpfs"));
+        // SAFETY: only system calls (dup2, fcntl, unshare, mount, socket, ioctl, close) on
+        // values prepared before the fork, in the child before it executes.
+        unsafe {
+            command.pre_exec(move || {
+                let fail = || Err(std::io::Error::last_os_error());
+                if let Some(fd) = listener {
+                    let rc = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if rc < 0 {
+                        return fail();
+                    }
+                }
+                let flags = libc::CLONE_NEWNS | if netns { libc::CLONE_NEWNET } else { 0 };
+                if libc::unshare(flags) != 0 {
+                    return fail();
+                }
+                let null = std::ptr::null();
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                if libc::mount(null, root.as_ptr(), null, private, std::ptr::null()) != 0 {
+                    return fail();
+                }
+                if netns {
+                    if libc::mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, null.cast())
+                        != 0
+                    {
+                        return fail();
+                    }
+                    const SIOCBRADDBR: libc::Ioctl = 0x89a0;
+                    for bridge in &bridges {
+                        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                        if sock < 0 || libc::ioctl(sock, SIOCBRADDBR, bridge.as_ptr()) != 0 {
+                            return fail();
+                        }
+                        libc::close(sock);
+                    }
+                }
+                if let Some((dir, options)) = &tmpfs {
+                    let data = options.as_ptr().cast();
+                    if libc::mount(
+                        tmpfs_type.as_ptr(),
+                        dir.as_ptr(),
+                        tmpfs_type.as_ptr(),
+                        0,
+                        data,
+                    ) != 0
+                    {
+                        return fail();
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The state directory as the endpoint sees it (through `/proc/<pid>/root` when it
+    /// lives on a tmpfs of the endpoint's own mount namespace).
+    pub fn state_view(&self) -> PathBuf {
+        if self.isolation.tmpfs_kib.is_some() {
+            let state = self.state_dir();
+            PathBuf::from(format!("/proc/{}/root", self.pid()))
+                .join(state.strip_prefix("/").unwrap())
+        } else {
+            self.state_dir()
+        }
+    }
+
+    /// The network interfaces the endpoint sees (its network namespace), sorted.
+    pub fn interfaces(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/net/dev", self.pid())).unwrap();
+        let mut names: Vec<String> = text
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|n| n.trim().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Runs `args` in the endpoint's network namespace (`nsenter`); must succeed.
+    pub fn in_netns(&self, args: &[&str]) {
+        let pid = self.pid().to_string();
+        let output = Process::new("nsenter")
+            .args(["-t", &pid, "-n"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
     }
 
     /// The endpoint's working directory (PKI files, `state/`).
