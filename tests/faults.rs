@@ -11,13 +11,14 @@ mod hardening;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use petrel::codec::{
     BlockCmd, BlockData, Command, Data, NetDeviceSpec, Payload, Success, UnikernelCmd,
     UnikernelConfig,
 };
 use petrel::executor::manifest::Device;
-use rand::RngCore;
+use rand::{Rng, RngCore, SeedableRng};
 
 use common::pki::{Ca, policy};
 use hardening::{
@@ -395,4 +396,362 @@ fn a_full_disk_fails_uploads_cleanly_and_the_server_recovers() {
         hardening::set(&["alice:after", "alice:big", "alice:small"])
     );
     host.assert_served();
+}
+
+// ---------------------------------------------------------------------------------------
+// kill -9 of the endpoint
+
+/// A seeded generator; the seed is printed so that a failure can be repeated.
+fn seeded(test: &str) -> rand::rngs::StdRng {
+    let seed: u64 = std::env::var("PETREL_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{test}: seed {seed} (set PETREL_FAULT_SEED to repeat)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Writes `ca`'s chain and key for the `petrel` client; returns (`--ca`, `--ca-key`).
+fn ca_files(dir: &Path, name: &str, ca: &Ca) -> (String, String) {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    let chain: String = ca.issuer.chain().iter().map(|c| c.pem()).collect();
+    std::fs::write(&cert, chain).unwrap();
+    std::fs::write(&key, ca.issuer.key().to_pem()).unwrap();
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+/// After a restart: the state and records parse, no temporary file is left, every image
+/// belongs to a unikernel of the state file, what runs is exactly what the state file
+/// lists (each once, each a child of the new endpoint), and run records match.
+fn assert_consistent(host: &Host) -> std::collections::BTreeSet<String> {
+    let state = host.state_dir();
+    let (unikernels, _, records) = stored(&state);
+    assert_eq!(temp_files(&state), Vec::<String>::new());
+    let images: std::collections::BTreeSet<String> = files(&state.join("images"))
+        .into_iter()
+        .map(|f| f.trim_end_matches(".img").to_owned())
+        .collect();
+    assert_eq!(images, unikernels);
+    let runs: std::collections::BTreeSet<String> = files(&state.join("run"))
+        .into_iter()
+        .map(|f| f.trim_end_matches(".json").to_owned())
+        .collect();
+    assert_eq!(runs, unikernels);
+    for name in records.unikernels.keys() {
+        assert!(unikernels.contains(name), "records name {name}");
+    }
+    // Every tender of this state directory is a child of the new endpoint, once.
+    let marker = format!("{}/images/", state.display());
+    let mut tenders = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if let Some(at) = cmdline.find(&marker) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some(stat) = hardening::parse_stat(&stat) else {
+                continue;
+            };
+            if stat.state == 'Z' {
+                continue;
+            }
+            assert_eq!(
+                stat.ppid,
+                host.pid(),
+                "a tender of another process: {cmdline}"
+            );
+            let image = cmdline[at + marker.len()..].split(".img").next().unwrap();
+            tenders.push(image.to_owned());
+        }
+    }
+    tenders.sort();
+    let listed: Vec<String> = unikernels.iter().cloned().collect();
+    assert_eq!(tenders, listed);
+    assert_eq!(host.unikernels(), listed);
+    unikernels
+}
+
+#[test]
+fn kill_9_during_image_uploads_loses_nothing_and_lies_about_nothing() {
+    let mut rng = seeded("image uploads");
+    let mut host = Host::start(&[]);
+    let alice = host
+        .ca
+        .intermediate("alice", &policy(64, &[0], 4096, None, &[]));
+    let files_dir = tempfile::tempdir().unwrap();
+    let (ca, ca_key) = ca_files(files_dir.path(), "alice", &alice);
+    let server_ca = host.dir().join("cacert.pem");
+    let mut big = image(&[]);
+    big.extend(random(8 * 1024 * 1024));
+    let image_file = files_dir.path().join("big.hvt");
+    std::fs::write(&image_file, &big).unwrap();
+
+    let mut promised = std::collections::BTreeSet::new();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..5 {
+        let destination = host.addr.to_string();
+        // Clients start at different times; the kill comes anywhere from before the first
+        // connects to after the last has its reply.
+        let starts: Vec<u64> = (0..3).map(|_| rng.gen_range(0..1500)).collect();
+        let kill_at = rng.gen_range(0..3000);
+        let started = std::time::Instant::now();
+        let clients: Vec<(String, std::process::Child)> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, start)| {
+                let name = format!("r{round}u{i}");
+                let wait = Duration::from_millis(*start).saturating_sub(started.elapsed());
+                std::thread::sleep(wait);
+                let child = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+                    .args(["create", &name])
+                    .arg(&image_file)
+                    .args(["--compression-level", "0", "--arg=--wait"])
+                    .args([
+                        "--destination",
+                        &destination,
+                        "--ca",
+                        &ca,
+                        "--ca-key",
+                        &ca_key,
+                    ])
+                    .arg("--server-ca")
+                    .arg(&server_ca)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (name, child)
+            })
+            .collect();
+        let wait = Duration::from_millis(kill_at).saturating_sub(started.elapsed());
+        std::thread::sleep(wait);
+        host.kill9();
+        for (name, child) in clients {
+            let output = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let outcome = format!("{:?} {}", output.status.code(), stderr.trim());
+            *outcomes.entry(outcome).or_insert(0) += 1;
+            match output.status.code() {
+                Some(0) => {
+                    assert_eq!(stdout, "created unikernel\n");
+                    promised.insert(format!("alice:{name}"));
+                }
+                // A cut connection (or none at all): never a false success.
+                Some(121) | Some(122) => {}
+                other => panic!("{name}: exit {other:?}: {stdout}{stderr}"),
+            }
+        }
+        host.spawn();
+        let running = assert_consistent(&host);
+        for name in &promised {
+            assert!(
+                running.contains(name),
+                "{name} was reported created: {running:?}"
+            );
+        }
+        host.assert_served();
+    }
+    eprintln!("{outcomes:#?}");
+}
+
+/// A CRL of `ca` numbered `number` revoking `serials` and `padding` more made-up serials
+/// (so that it takes a while to upload).
+fn crl(ca: &Ca, number: u64, serials: &[petrel::pki::Serial], padding: usize) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut revoked: Vec<petrel::pki::RevokedEntry> = serials
+        .iter()
+        .map(|serial| petrel::pki::RevokedEntry {
+            serial: serial.clone(),
+            revoked_at: now.unix_timestamp(),
+            reason: None,
+            invalidity_date: None,
+        })
+        .collect();
+    for i in 0..padding {
+        let mut octets = [0x11u8; 10];
+        octets[2..10].copy_from_slice(&(i as u64).to_be_bytes());
+        revoked.push(petrel::pki::RevokedEntry {
+            serial: petrel::pki::Serial::from_random_octets(octets),
+            revoked_at: now.unix_timestamp(),
+            reason: None,
+            invalidity_date: None,
+        });
+    }
+    let template = petrel::pki::CrlTemplate {
+        this_update: now,
+        next_update: None,
+        number: petrel::pki::CrlNumber::from_u64(number),
+        revoked,
+    };
+    petrel::pki::crl::create_crl(&template, &ca.issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+/// The CRL number stored for uploads of `ca`'s leaves, if any.
+fn stored_crl_number(host: &Host, ca: &Ca) -> Option<String> {
+    let dir = host.state_dir().join("revocation");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let crls: Vec<petrel::pki::ParsedCrl> = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "crl"))
+        .map(|f| petrel::pki::ParsedCrl::parse(&std::fs::read(f).unwrap()).unwrap())
+        .collect();
+    assert!(crls.len() <= 1, "{files:?}");
+    let subject = ca.cert().facts().unwrap().subject;
+    crls.iter()
+        .filter(|c| c.issuer().der() == subject.der())
+        .map(|c| c.number().map(|n| n.to_string()).unwrap_or_default())
+        .next()
+}
+
+#[test]
+fn kill_9_during_crl_uploads_keeps_the_old_or_the_new_list() {
+    let mut rng = seeded("CRL uploads");
+    let mut host = Host::start(&[]);
+    let alice = host
+        .ca
+        .intermediate("alice", &policy(64, &[0], 4096, None, &[]));
+    let uploader = alice.leaf(
+        Some("."),
+        &Command::Revocation(petrel::codec::RevocationCmd::Upload),
+    );
+    let mut stored: Option<u64> = None;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 1..=5u64 {
+        // A victim created by a leaf the new list revokes.
+        let victim = alice.leaf(Some(&format!("v{round}")), &create_waiting(32));
+        assert_eq!(
+            host.texts(&victim),
+            strings(&["success: created unikernel"])
+        );
+        let serial = victim.cert.facts().unwrap().serial;
+        let list = crl(&alice, round, &[serial], 20_000);
+        let kill_at = rng.gen_range(0..1500);
+        let started = std::time::Instant::now();
+        let upload = {
+            let mut client = Raw::connect(&host, &uploader);
+            std::thread::spawn(move || {
+                for chunk in list.chunks(16 * 1024) {
+                    if client.chunk(chunk).is_err() {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if client.end().is_err() {
+                    return None;
+                }
+                let (frames, _) = client.frames();
+                frames.first().map(|f| hardening::text(&f.payload))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(kill_at).saturating_sub(started.elapsed()));
+        host.kill9();
+        let reply = upload.join().unwrap();
+        host.spawn();
+        let number = stored_crl_number(&host, &alice);
+        let new = number.as_deref() == Some(&round.to_string());
+        match &reply {
+            Some(text) if text.starts_with("success: stored CRL number") => {
+                assert!(new, "{text}, but the list stored is {number:?}");
+            }
+            Some(other) => panic!("round {round}: {other}"),
+            None => {}
+        }
+        // The old list or the new one, nothing else.
+        assert!(
+            new || number.as_deref().map(|n| n.parse::<u64>().unwrap()) == stored,
+            "round {round}: {number:?} after {stored:?}"
+        );
+        if new {
+            stored = Some(round);
+        }
+        let running = assert_consistent(&host);
+        assert_eq!(
+            running.contains(&format!("alice:v{round}")),
+            !new,
+            "{running:?}"
+        );
+        if !new {
+            // The victim lives on; its CRL comes in the next round's list only if the
+            // test says so: destroy it to keep the rounds apart.
+            let destroy = alice.leaf(
+                Some(&format!("v{round}")),
+                &Command::Unikernel(UnikernelCmd::Destroy),
+            );
+            assert_eq!(
+                host.texts(&destroy),
+                strings(&["success: destroyed unikernel"])
+            );
+        }
+        *outcomes
+            .entry(format!("{} / {}", reply.is_some(), new))
+            .or_insert(0) += 1;
+        host.assert_served();
+    }
+    eprintln!("reply received / new list stored: {outcomes:#?}");
+}
+
+#[test]
+fn kill_9_during_operator_crl_reloads_restores_nothing_revoked() {
+    let mut rng = seeded("operator CRL reloads");
+    let mut host = Host::start(&[]);
+    let alice = host
+        .ca
+        .intermediate("alice", &policy(64, &[0], 4096, None, &[]));
+    let crls = host.state_dir().join("crls");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 1..=4u64 {
+        // Victims created by leaves the new list revokes, and a survivor.
+        let mut serials = Vec::new();
+        for i in 0..3 {
+            let victim = alice.leaf(Some(&format!("v{round}x{i}")), &create_waiting(16));
+            assert_eq!(
+                host.texts(&victim),
+                strings(&["success: created unikernel"])
+            );
+            serials.push(victim.cert.facts().unwrap().serial);
+        }
+        let survivor = alice.leaf(Some(&format!("s{round}")), &create_waiting(16));
+        assert_eq!(
+            host.texts(&survivor),
+            strings(&["success: created unikernel"])
+        );
+        // The operator replaces the file atomically, then signals.
+        let list = crl(&alice, round, &serials, 1000);
+        let temp = crls.join(".alice.crl.new");
+        std::fs::write(&temp, &list).unwrap();
+        std::fs::rename(&temp, crls.join("alice.crl")).unwrap();
+        host.signal(libc::SIGHUP);
+        let kill_at = rng.gen_range(0..250);
+        std::thread::sleep(Duration::from_millis(kill_at));
+        let reloaded = host.log_line("operator CRLs reloaded").is_some();
+        host.kill9();
+        host.spawn();
+        let running = assert_consistent(&host);
+        for i in 0..3 {
+            assert!(
+                !running.contains(&format!("alice:v{round}x{i}")),
+                "round {round}: a revoked unikernel was restored: {running:?}"
+            );
+        }
+        assert!(running.contains(&format!("alice:s{round}")), "{running:?}");
+        // The operator's file is untouched.
+        assert_eq!(std::fs::read(crls.join("alice.crl")).unwrap(), list);
+        *outcomes.entry(reloaded).or_insert(0) += 1;
+        host.assert_served();
+    }
+    eprintln!("reload done before the kill: {outcomes:?}");
 }
