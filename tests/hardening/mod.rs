@@ -901,6 +901,26 @@ impl Raw {
         }
     }
 
+    /// Reads the next frame; `None` when the server closed (close_notify).
+    pub fn frame(&mut self) -> Result<Option<Wire>, String> {
+        let mut header = [0u8; 4];
+        if !self.read_exact(&mut header)? {
+            return Ok(None);
+        }
+        match codec::decode_frame_header(header, 64 * 1024 * 1024) {
+            Ok(codec::FrameLength::Body(len)) => {
+                let mut body = vec![0u8; len];
+                if !self.read_exact(&mut body)? {
+                    return Err("closed inside a frame".into());
+                }
+                codec::decode_wire(&body)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            other => Err(format!("unexpected frame header {header:?}: {other:?}")),
+        }
+    }
+
     /// Reads the frames, which must end with a close_notify; returns their texts.
     pub fn texts(&mut self) -> Vec<String> {
         let (frames, end) = self.frames();
