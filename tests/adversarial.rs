@@ -614,9 +614,24 @@ fn names_that_try_to_escape_are_refused_or_stay_inside_the_state_directory() {
         host.request(&leaf).unwrap(),
         vec![success("..:..", "added block device")]
     );
+    // An intermediate `.` adds the label `.` (spec N1); its leaf `.` is its path.
+    let dot = host.ca.intermediate(".", &policy(2, &[0], 128, None, &[]));
+    let leaf = dot.leaf(Some("x"), &create_waiting(32));
+    assert_eq!(
+        host.request(&leaf).unwrap(),
+        vec![success(".:x", "created unikernel")]
+    );
+    let leaf = dot.leaf(Some("."), &create_waiting(32));
+    assert_eq!(
+        host.request(&leaf).unwrap(),
+        vec![failure(
+            ".:",
+            "unikernel create needs a unikernel name, but .: is a path"
+        )]
+    );
     assert_eq!(
         host.unikernels(),
-        strings(&["..:..", ":..", ":...", ":web"])
+        strings(&["..:..", ".:x", ":..", ":...", ":web"])
     );
 
     // Every file is where it belongs, named through `Name::file_name` (`.` → `_`), and
@@ -629,12 +644,14 @@ fn names_that_try_to_escape_are_refused_or_stay_inside_the_state_directory() {
             "images/:__.img",
             "images/:___.img",
             "images/:web.img",
+            "images/_:x.img",
             "images/__:__.img",
             "lock",
             "records",
             "run/:__.json",
             "run/:___.json",
             "run/:web.json",
+            "run/_:x.json",
             "run/__:__.json",
             "state",
         ])
@@ -654,7 +671,7 @@ fn names_that_try_to_escape_are_refused_or_stay_inside_the_state_directory() {
             vec![success(name, "destroyed unikernel")]
         );
     }
-    assert_eq!(host.unikernels(), strings(&["..:..", ":..."]));
+    assert_eq!(host.unikernels(), strings(&["..:..", ".:x", ":..."]));
     host.assert_served();
 }
 
