@@ -75,6 +75,13 @@ pub const MAX_CONSOLE_SUBSCRIBERS: usize = 5;
 /// Time a tender has to exit after SIGTERM before it is killed with SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Time a tender started by a command must survive before the command reports success.
+/// solo5-hvt gives up within milliseconds when it cannot set up (KVM, a tap, a block
+/// device, the image) and exits with status 1; waiting this long lets create,
+/// force-create and restart report that failure instead of a false "created unikernel",
+/// at the price of this much latency per start.
+pub const START_CHECK: Duration = Duration::from_millis(100);
+
 /// Delay before the first automatic restart of a unikernel that exited (restart on
 /// failure, spec §8). Short enough that a one-off crash is hardly noticed; the delay
 /// doubles with every further quick exit up to [`RESTART_BACKOFF_MAX`], so a crash loop
@@ -124,6 +131,8 @@ pub struct Limits {
     pub max_console_subscribers: usize,
     /// See [`STOP_TIMEOUT`].
     pub stop_timeout: Duration,
+    /// See [`START_CHECK`].
+    pub start_check: Duration,
     /// See [`RESTART_BACKOFF_INITIAL`].
     pub restart_backoff_initial: Duration,
     /// See [`RESTART_BACKOFF_MAX`].
@@ -151,6 +160,7 @@ impl Default for Limits {
             console_lines: CONSOLE_LINES,
             max_console_subscribers: MAX_CONSOLE_SUBSCRIBERS,
             stop_timeout: STOP_TIMEOUT,
+            start_check: START_CHECK,
             restart_backoff_initial: RESTART_BACKOFF_INITIAL,
             restart_backoff_max: RESTART_BACKOFF_MAX,
             restart_backoff_reset: RESTART_BACKOFF_RESET,

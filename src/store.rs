@@ -71,6 +71,25 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The reason without the file: what a client is told (the host's layout and the
+    /// names of temporary files are none of its business; the operator's log has them).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Io { source, .. } => source.to_string(),
+            Self::Truncated(_) => "truncated record file".to_owned(),
+            Self::BadMagic(_) => "not a petrel record file".to_owned(),
+            Self::Version { version, .. } => {
+                format!("unsupported record format version {version}")
+            }
+            Self::Checksum(_) => "record checksum mismatch".to_owned(),
+            Self::TooLarge { size, limit, .. } => {
+                format!("{size} octets exceeds the limit of {limit}")
+            }
+        }
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
@@ -206,6 +225,49 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_leave_the_path_out() {
+        let path = PathBuf::from("/var/lib/petrel/.records.1.2.tmp");
+        let cases = [
+            (
+                StoreError::Io {
+                    op: "write",
+                    path: path.clone(),
+                    source: io::Error::from_raw_os_error(libc::ENOSPC),
+                },
+                "No space left on device (os error 28)",
+            ),
+            (StoreError::Truncated(path.clone()), "truncated record file"),
+            (
+                StoreError::BadMagic(path.clone()),
+                "not a petrel record file",
+            ),
+            (
+                StoreError::Version {
+                    path: path.clone(),
+                    version: 9,
+                },
+                "unsupported record format version 9",
+            ),
+            (
+                StoreError::Checksum(path.clone()),
+                "record checksum mismatch",
+            ),
+            (
+                StoreError::TooLarge {
+                    path,
+                    size: 10,
+                    limit: 5,
+                },
+                "10 octets exceeds the limit of 5",
+            ),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(error.reason(), reason);
+            assert!(error.to_string().contains("/var/lib/petrel/"), "{error}");
+        }
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

@@ -160,6 +160,10 @@ struct Args {
     /// dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = limits::IDLE_TIMEOUT.as_secs())]
     idle_timeout: u64,
+    /// Milliseconds a tender started by a command must keep running before the command
+    /// reports success; one that fails sooner (status 1 or a signal) fails the command.
+    #[arg(long, value_name = "MS", default_value_t = limits::START_CHECK.as_millis().try_into().unwrap_or(u64::MAX))]
+    start_check_ms: u64,
     /// Largest client certificate chain (TLS Certificate message) in octets.
     #[arg(long, value_name = "OCTETS", default_value_t = limits::MAX_CHAIN_SIZE)]
     max_chain_size: usize,
@@ -199,6 +203,7 @@ enum OnRevokeArg {
 impl Args {
     fn limits(&self) -> Limits {
         Limits {
+            start_check: Duration::from_millis(self.start_check_ms),
             max_connections: self.max_connections,
             max_handshakes: self.max_handshakes,
             first_byte_timeout: Duration::from_secs(self.first_byte_timeout),

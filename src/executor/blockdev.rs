@@ -45,7 +45,7 @@ pub enum BlockCommandError {
     #[error(transparent)]
     Block(#[from] BlockError),
     /// The records could not be saved.
-    #[error("could not save the state: {0}")]
+    #[error("could not save the state: {}", .0.reason())]
     Persist(#[from] StoreError),
     /// A set or dump stream needs the input or output the request did not bring.
     #[error("{0}: the data stream is missing")]
@@ -181,8 +181,8 @@ impl Inner {
         }
     }
 
-    /// `block add` / `addOld`: the checks and the reservation, then the file; on failure
-    /// the reservation is released.
+    /// `block add` / `addOld`: the checks and the reservation, then the file, then the
+    /// state; on failure the reservation is released and the file removed.
     async fn block_add(
         &self,
         request: &Request,
@@ -199,7 +199,16 @@ impl Inner {
             return Err(e.into());
         }
         self.global().records.set_block(name, &request.chain);
-        self.persist().await?;
+        if let Err(e) = self.persist().await {
+            // Not saved (a full disk): the client is told it failed, so it must not exist.
+            self.global().records.remove_block(name);
+            let _ = self.global().resources.remove_block(name);
+            let (store, n) = (self.blocks.clone(), name.clone());
+            if let Err(undo) = blocking(move || store.remove(&n)).await {
+                tracing::error!(%name, error = %undo, "could not remove a block device whose state was not saved");
+            }
+            return Err(e.into());
+        }
         Ok("added block device")
     }
 
@@ -307,7 +316,7 @@ mod tests {
             ),
             (
                 BlockCommandError::Persist(StoreError::Truncated("/s/records".into())),
-                "could not save the state: /s/records: truncated record file",
+                "could not save the state: truncated record file",
             ),
             (
                 BlockCommandError::NoStream("set block"),

@@ -55,8 +55,9 @@ pub enum ImageError {
     /// `get` with a level outside 0..=9.
     #[error("invalid compression level {0} (0 to 9)")]
     Level(i64),
-    /// A file operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    /// A file operation failed. The text does not name the file: clients see it, and the
+    /// host's layout (or a temporary file's name) is of no use to them.
+    #[error("could not {op} the image: {source}")]
     Io {
         /// What was being done.
         op: &'static str,

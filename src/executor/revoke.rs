@@ -111,7 +111,7 @@ pub enum UploadError {
     #[error("invalid CRL: {0}")]
     Invalid(CrlError),
     /// The CRL could not be stored.
-    #[error("could not store the CRL: {0}")]
+    #[error("could not store the CRL: {}", .0.reason())]
     Persist(StoreError),
 }
 

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -485,6 +485,40 @@ pub fn check_version_output(output: &[u8], expected: u32) -> Result<(), TenderEr
             output: text.trim().to_owned(),
         })
     }
+}
+
+/// Largest part of a tender's output [`early_output`] reads.
+pub const MAX_EARLY_OUTPUT: usize = 4096;
+
+/// What a tender that exited at once wrote before exiting: the last non-empty line of
+/// the first [`MAX_EARLY_OUTPUT`] octets waiting in its console pipe (its error message),
+/// without blocking — a tender forked meanwhile may briefly hold the pipe's write end.
+pub fn early_output(console: &OwnedFd) -> String {
+    let fd = console.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return String::new();
+        }
+    }
+    let mut output = vec![0u8; MAX_EARLY_OUTPUT];
+    let mut filled = 0;
+    while let Some(rest) = output.get_mut(filled..).filter(|r| !r.is_empty()) {
+        // SAFETY: read(2) into the unfilled part of our buffer.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        match usize::try_from(n) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    output.truncate(filled);
+    String::from_utf8_lossy(&output)
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Sends `signal` to `pid`.

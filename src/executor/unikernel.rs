@@ -28,6 +28,11 @@
 //! resources meanwhile, a tap could not be created, the tender could not be executed),
 //! the failure is reported and the old one stays gone: it is never left half-dead, and
 //! the state file no longer lists it.
+//!
+//! A tender started by a command must survive the start check
+//! ([`Limits::start_check`](crate::limits::Limits::start_check)): one that exits with
+//! status 1 (solo5's own errors) or is killed by a signal within it fails the command with
+//! its last words (Note E2), and everything the launch did is undone.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -49,8 +54,8 @@ use crate::executor::net::{InterfaceName, NetError};
 use crate::executor::persist::{RunRecord, StateDir};
 use crate::executor::state::{Inner, Instance};
 use crate::executor::tender::{
-    BlockArg, ExitReason, MAX_CPU_ID, NetArg, Pid, StopSignal, TenderCommand, TenderError,
-    available_cpus,
+    BlockArg, ExitReason, ExitWaiter, MAX_CPU_ID, NetArg, Pid, StopSignal, TenderCommand,
+    TenderError, TenderProcess, available_cpus, early_output,
 };
 use crate::name::{INVALID_LABEL, Label, Name, NameError};
 use crate::resources::{ResourceError, UnikernelUsage};
@@ -150,8 +155,16 @@ pub enum UnikernelError {
     /// The stored image of a unikernel is missing.
     #[error("the image of {0} is missing")]
     ImageMissing(Name),
+    /// The tender failed within the start check (Note E2: distinct and truthful).
+    #[error("the tender failed at start ({reason}){}", colon(output))]
+    FailedAtStart {
+        /// How it ended.
+        reason: ExitReason,
+        /// The last line it wrote, if any.
+        output: String,
+    },
     /// The state or a run record could not be written.
-    #[error("could not save the state: {0}")]
+    #[error("could not save the state: {}", .0.reason())]
     Persist(#[from] StoreError),
     /// destroy of a name that neither runs nor waits for a restart (albatross's text).
     #[error("destroy: not found")]
@@ -315,7 +328,10 @@ pub(crate) enum ImageSource {
 /// How a launch is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Launch {
-    /// By a command or at start-up: [`Event::Started`].
+    /// By a command (create, force-create, restart): [`Event::Started`], once the tender
+    /// has survived the start check ([`crate::limits::START_CHECK`]).
+    Requested,
+    /// At start-up: [`Event::Started`].
     Started,
     /// By a scheduled restart: [`Event::Restarted`].
     Restarted,
@@ -390,7 +406,7 @@ impl Inner {
         }
         let replaced = force && self.remove_old(name).await;
         match self
-            .launch(&plan, ImageSource::Fresh(image), 0, Launch::Started)
+            .launch(&plan, ImageSource::Fresh(image), 0, Launch::Requested)
             .await
         {
             Ok(_) => {
@@ -438,7 +454,7 @@ impl Inner {
         self.check_bridges(&plan)?;
         self.remove_old(name).await;
         match self
-            .launch(&plan, ImageSource::Stored(digest), 0, Launch::Started)
+            .launch(&plan, ImageSource::Stored(digest), 0, Launch::Requested)
             .await
         {
             Ok(_) => {
@@ -804,6 +820,13 @@ impl Inner {
                     source: std::io::Error::other(e.to_string()),
                 })
             });
+        let mut process = process;
+        if launch == Launch::Requested && written.is_ok() {
+            if let Some(failure) = self.start_check(&mut process).await {
+                let _ = std::fs::remove_file(&plan.run_record);
+                return Err(failure);
+            }
+        }
         let id = self.next_id();
         let refused = {
             let mut global = self.global();
@@ -852,7 +875,7 @@ impl Inner {
         }
         undo.disarm();
         self.events.emit(match launch {
-            Launch::Started => Event::Started {
+            Launch::Requested | Launch::Started => Event::Started {
                 name: name.clone(),
                 pid: process.pid,
             },
@@ -864,6 +887,26 @@ impl Inner {
         self.attach_console(name, process.console);
         self.watch(name.clone(), id, process.exit);
         Ok(process.pid)
+    }
+}
+
+impl Inner {
+    /// Waits up to the start check for `process` to fail at start: exit status 1 (solo5's
+    /// own errors: KVM, taps, block devices, the image) or a signal. Such a failure is
+    /// returned with the tender's last words, the caller undoes the launch. Any other
+    /// exit within the window (a unikernel that finished its job, or one that does not
+    /// understand `--name`) is left to supervision, as if it had come later.
+    async fn start_check(&self, process: &mut TenderProcess) -> Option<UnikernelError> {
+        let window = self.config.limits.start_check;
+        let reason = tokio::time::timeout(window, &mut process.exit).await.ok()?;
+        if matches!(reason, ExitReason::Exited(1) | ExitReason::Signaled(_)) {
+            return Some(UnikernelError::FailedAtStart {
+                reason,
+                output: early_output(&process.console),
+            });
+        }
+        process.exit = ExitWaiter::new(std::future::ready(reason));
+        None
     }
 }
 
@@ -904,6 +947,15 @@ impl Drop for Undo<'_> {
             cgroup.remove_now();
         }
         self.inner.global().resources.remove_unikernel(self.name);
+    }
+}
+
+/// `: text`, or nothing for an empty text.
+fn colon(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
     }
 }
 
@@ -1256,8 +1308,22 @@ mod tests {
                 "the image of :x is missing",
             ),
             (
+                UnikernelError::FailedAtStart {
+                    reason: ExitReason::Exited(1),
+                    output: "solo5-hvt: KVM: no such device".into(),
+                },
+                "the tender failed at start (exited with 1): solo5-hvt: KVM: no such device",
+            ),
+            (
+                UnikernelError::FailedAtStart {
+                    reason: ExitReason::Signaled(11),
+                    output: String::new(),
+                },
+                "the tender failed at start (killed by signal 11)",
+            ),
+            (
                 UnikernelError::Persist(StoreError::Truncated(Path::new("/s/records").into())),
-                "could not save the state: /s/records: truncated record file",
+                "could not save the state: truncated record file",
             ),
             (UnikernelError::DestroyNotFound, "destroy: not found"),
             (UnikernelError::RestartNotRunning, "restart: not running"),
