@@ -11,12 +11,30 @@ fn drive(target: &str, data: &[u8]) {
         "decode_wire" => drop(petrel::codec::decode_wire(data)),
         "decode_state" => drop(petrel::codec::decode_state(data)),
         "decode_chain" => drop(petrel::chain::decode_concatenated(data)),
-        "decode_crl" => drop(petrel::pki::ParsedCrl::parse(data)),
+        "decode_crl" => validate_crl(data),
         "parse_name" => drop(petrel::name::Name::parse(&String::from_utf8_lossy(data))),
         "read_manifest" => drop(petrel::executor::manifest::read_image_bytes(data)),
         "roundtrip_wire" => petrel::codec::check_roundtrip(data),
         other => panic!("fuzz/{other}: no such target in this replay test"),
     }
+}
+
+/// What the `decode_crl` target does: parse, then validate against certs/example/root.pem.
+fn validate_crl(data: &[u8]) {
+    use petrel::pki::{CRL_CLOCK_SKEW, Certificate, CertificateFacts, ParsedCrl};
+    let Ok(crl) = ParsedCrl::parse(data) else {
+        return;
+    };
+    let pem = include_str!("../certs/example/root.pem");
+    let chain = Certificate::from_pem_chain(pem).unwrap();
+    let root = CertificateFacts::from_der(chain[0].der()).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    drop(petrel::pki::crl::validate_crl(
+        crl,
+        &root,
+        now,
+        CRL_CLOCK_SKEW,
+    ));
 }
 
 fn replay(dir: &Path) -> usize {
