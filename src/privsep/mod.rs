@@ -333,6 +333,43 @@ impl WorkerLink {
     }
 }
 
+/// The TLS worker running now, if any: the parent's source of the server's counters for
+/// `--metrics` and `--influx`.
+#[derive(Debug, Default)]
+pub struct CurrentWorker(Mutex<Option<std::sync::Arc<WorkerLink>>>);
+
+impl CurrentWorker {
+    /// `link` is the worker now (`None`: there is none).
+    pub fn set(&self, link: Option<std::sync::Arc<WorkerLink>>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+    }
+
+    fn link(&self) -> Option<std::sync::Arc<WorkerLink>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl crate::metrics::RemoteFigures for CurrentWorker {
+    fn figures(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<ServerFigures>> + Send + '_>>
+    {
+        let link = self.link();
+        Box::pin(async move {
+            match link {
+                Some(link) => link.figures().await,
+                None => None,
+            }
+        })
+    }
+}
+
 /// The delay before restarting a worker that died: doubling from
 /// [`RestartBackoff::FIRST`] up to [`RestartBackoff::MAX`], back to the first after a
 /// worker that ran for [`RestartBackoff::STABLE`].
