@@ -171,6 +171,8 @@ impl Host {
         ]);
         args.extend(HOST_FLAGS.iter().map(|s| s.to_string()));
         args.extend(options.extra);
+        let split = crate::common::server::split_args(&args);
+        args.extend(split);
         let mut host = Self {
             ca,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -360,8 +362,10 @@ impl Host {
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
+        let workers = crate::common::server::tls_workers(child.id());
         let _ = child.kill();
         let _ = child.wait();
+        crate::common::server::wait_gone(&workers);
     }
 
     /// SIGTERM, and the exit status.
