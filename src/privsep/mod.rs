@@ -51,6 +51,12 @@ pub const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// client, so the executor's own bound never fires first for a legitimate client.
 pub const EXECUTOR_IDLE_FACTOR: u32 = 2;
 
+/// How long the TLS worker holds back the answer to a request whose socket the executor
+/// process closed without a final reply. That happens when the executor process dies;
+/// the worker then dies too (its parent-death signal) within this time, and the client
+/// sees no reply, as with one process. 1 s is far above the time a signal takes.
+pub const EXECUTOR_GONE_GRACE: Duration = Duration::from_secs(1);
+
 /// Largest credentials memfd the worker reads: the CA file is bounded by
 /// [`crate::verify::MAX_CA_FILE_SIZE`]; a certificate chain and a key are a few KiB, so
 /// 4 MiB more is ample.

@@ -8,8 +8,10 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
+use super::EXECUTOR_GONE_GRACE;
 use super::control::{ControlChannel, ControlMessage};
 use super::request::{self, SocketError};
+use crate::codec::Payload;
 use crate::executor::api::{
     CHANNEL_DEPTH, ExecRequest, Handler, InputChunk, InputReceiver, OutputFrame, OutputReceiver,
 };
@@ -99,17 +101,36 @@ async fn forward(
     let replies = replies(&mut rd, &tx);
     tokio::pin!(pump, replies);
     let mut pumped = false;
-    loop {
+    let ended = loop {
         tokio::select! {
             end = &mut pump, if !pumped => {
                 pumped = true;
                 if end == Pump::Broken {
-                    break;
+                    break Replies::Final;
                 }
             }
-            () = &mut replies => break,
+            ended = &mut replies => break ended,
+        }
+    };
+    if ended == Replies::Abrupt {
+        // The executor process closed the socket without a final reply: it is most likely
+        // dying, and this worker with it (its parent-death signal). Hold the answer back
+        // for a moment so that the client sees the connection end without a reply, as it
+        // would with one process; the server answers for it if this worker lives on.
+        tokio::select! {
+            () = tokio::time::sleep(EXECUTOR_GONE_GRACE) => {}
+            () = tx.closed() => {}
         }
     }
+}
+
+/// How the executor's answer on a request socket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replies {
+    /// After a final reply (anything but streamed data), or the client went away.
+    Final,
+    /// The socket closed with no reply or after streamed data only.
+    Abrupt,
 }
 
 /// Writes the input stream's chunks and terminator, if there is an input stream.
@@ -137,24 +158,30 @@ async fn feed(wr: &mut OwnedWriteHalf, input: Option<InputReceiver>) -> Pump {
 }
 
 /// Forwards reply frames until the executor closes or the server stops listening.
-async fn replies(rd: &mut OwnedReadHalf, tx: &mpsc::Sender<OutputFrame>) {
+async fn replies(rd: &mut OwnedReadHalf, tx: &mpsc::Sender<OutputFrame>) -> Replies {
+    let mut last = Replies::Abrupt;
     loop {
         let frame = tokio::select! {
-            () = tx.closed() => return,
+            () = tx.closed() => return Replies::Final,
             frame = request::read_frame(rd) => frame,
         };
         match frame {
             Ok(Some(frame)) => {
+                last = if matches!(frame.payload, Payload::Data(_)) {
+                    Replies::Abrupt
+                } else {
+                    Replies::Final
+                };
                 if tx.send(frame).await.is_err() {
-                    return;
+                    return Replies::Final;
                 }
             }
-            Ok(None) => return,
+            Ok(None) => return last,
             // A reset after the last frame is the executor closing with input unread.
-            Err(SocketError::Io(_) | SocketError::Closed) => return,
+            Err(SocketError::Io(_) | SocketError::Closed) => return last,
             Err(e) => {
                 tracing::warn!(error = %e, "bad reply from the executor");
-                return;
+                return last;
             }
         }
     }
