@@ -489,3 +489,19 @@ async fn garbage_on_a_request_socket_closes_it_without_an_answer() {
     }
     assert!(events.try_recv().is_err());
 }
+
+#[test]
+fn without_user_the_endpoint_stays_one_process() {
+    let ca = Ca::root_now("ca");
+    let endpoint = Endpoint::start_single_process(&ca, &[]);
+    let leaf = ca.leaf(Some("."), &Command::Policy(PolicyCmd::Info));
+    let frames =
+        common::tls_client::request(endpoint.addr, &leaf.chain, &leaf.key, ca.cert()).unwrap();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(
+        matches!(frames[0].payload, Payload::Success(_)),
+        "{frames:?}"
+    );
+    assert_eq!(tls_workers(endpoint.pid()), Vec::<u32>::new());
+    assert!(!endpoint.state_dir().join("tls-root").exists());
+}
