@@ -615,7 +615,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { state, ppid })
 }
 
-/// Live (not zombie) children of `parent`.
+/// Live (not zombie) children of `parent`, but not its TLS worker.
 pub fn children(parent: u32) -> Vec<Proc> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -639,7 +639,11 @@ pub fn children(parent: u32) -> Vec<Proc> {
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+            .collect::<Vec<String>>();
+        // The TLS worker of a split endpoint is not a tender.
+        if args.iter().any(|a| a == "--tls-worker") {
+            continue;
+        }
         found.push(Proc { pid, args });
     }
     found.sort_by_key(|p| p.pid);
