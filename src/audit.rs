@@ -152,6 +152,12 @@ impl AuditLog {
             .open(path)?;
         // An existing file keeps the mode it had; make sure it is private.
         file.set_permissions(std::fs::Permissions::from_mode(AUDIT_FILE_MODE))?;
+        Self::from_file(file, queue)
+    }
+
+    /// Writes records to `file`, already open for appending (the TLS worker's inherited
+    /// descriptor), with a queue of `queue` records.
+    pub fn from_file(file: File, queue: usize) -> io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let writer = std::thread::Builder::new()

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod name;
 pub mod pki;
 pub mod policy;
+pub mod privsep;
 pub mod resources;
 pub mod revocation;
 pub mod server;

@@ -302,6 +302,16 @@ impl Family {
 pub struct MetricsSource {
     server: Arc<ServerMetrics>,
     executor: Option<Executor>,
+    remote: Option<Arc<dyn RemoteFigures>>,
+}
+
+/// The server's counters when the server runs in another process (the TLS worker of
+/// `--user`, see [`crate::privsep`]).
+pub trait RemoteFigures: Send + Sync + 'static {
+    /// The counters now; `None` if the other process cannot say.
+    fn figures(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<ServerFigures>> + Send + '_>>;
 }
 
 impl std::fmt::Debug for MetricsSource {
@@ -309,6 +319,7 @@ impl std::fmt::Debug for MetricsSource {
         f.debug_struct("MetricsSource")
             .field("server", &self.server)
             .field("executor", &self.executor.is_some())
+            .field("remote", &self.remote.is_some())
             .finish()
     }
 }
@@ -321,11 +332,42 @@ impl MetricsSource {
         if let Some(executor) = &executor {
             executor.sample_continuously(true);
         }
-        Self { server, executor }
+        Self {
+            server,
+            executor,
+            remote: None,
+        }
     }
 
-    /// Every family now.
+    /// Like [`MetricsSource::new`], with the server's counters asked of `remote` at each
+    /// [`MetricsSource::collect`] (the local `server` counters stand in when it cannot
+    /// answer).
+    pub fn with_remote(
+        server: Arc<ServerMetrics>,
+        executor: Option<Executor>,
+        remote: Arc<dyn RemoteFigures>,
+    ) -> Self {
+        Self {
+            remote: Some(remote),
+            ..Self::new(server, executor)
+        }
+    }
+
+    /// Every family now, asking the remote server for its counters first if there is one.
+    pub async fn collect(&self) -> Vec<Family> {
+        let remote = match &self.remote {
+            Some(remote) => remote.figures().await,
+            None => None,
+        };
+        self.families_with(remote)
+    }
+
+    /// Every family now, from the local counters.
     pub fn families(&self) -> Vec<Family> {
+        self.families_with(None)
+    }
+
+    fn families_with(&self, remote: Option<ServerFigures>) -> Vec<Family> {
         if let Some(executor) = &self.executor {
             let stored = executor.revocations().current().issuers();
             self.server
@@ -333,12 +375,21 @@ impl MetricsSource {
             self.server
                 .set_revocations_applied(executor.revocations_applied());
         }
+        let local = self.server.snapshot();
+        let figures = match remote {
+            Some(remote) => ServerFigures {
+                crls_stored: local.crls_stored,
+                revocations_applied: local.revocations_applied,
+                ..remote
+            },
+            None => local,
+        };
         let unikernels = self
             .executor
             .as_ref()
             .map(|e| (e.running(), e.statistics()));
         families(
-            &self.server.snapshot(),
+            &figures,
             unikernels.as_ref().map(|(n, round)| (*n, round.as_deref())),
         )
     }

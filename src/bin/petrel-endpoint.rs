@@ -5,7 +5,7 @@
 //!                 [--crl FILE]... [--on-revoke destroy|keep] [--systemd-socket-activation]
 //!                 [--inetd] [--log-level L] [--log-file] [--stats-interval S]
 //!                 [--metrics ADDR] [--influx HOST:PORT] [--cgroup-parent P] [--no-cgroups]
-//!                 [limits...] [host overrides...]
+//!                 [--user USER [--group GROUP]] [limits...] [host overrides...]
 //! petrel-endpoint --dev
 //! ```
 
@@ -32,9 +32,17 @@ use petrel::executor::tender::ProcessTender;
 use petrel::executor::{Executor, ExecutorConfig, HostOverrides, OnRevoke, RevocationSetup};
 use petrel::limits::{self, Limits};
 use petrel::metrics::{self, MetricsSource};
+use petrel::privsep::privileges::Identity;
+use petrel::privsep::service::ExecutorService;
+use petrel::privsep::{Credentials, CurrentWorker};
 use petrel::server::Server;
 use petrel::tls::Acceptor;
 use petrel::verify::TrustAnchors;
+
+#[path = "petrel-endpoint/supervisor.rs"]
+mod supervisor;
+#[path = "petrel-endpoint/worker.rs"]
+mod worker;
 
 /// Default TCP port (albatross's).
 const DEFAULT_PORT: u16 = 1025;
@@ -94,6 +102,24 @@ struct Args {
     /// nowhere. Unikernels are left running when the connection ends.
     #[arg(long)]
     inetd: bool,
+
+    /// Privilege separation: run the TLS side (which parses unauthenticated input) as this
+    /// unprivileged user (a name or a uid) in a child process without capabilities; the
+    /// executor stays in this privileged process.
+    #[arg(long, value_name = "USER", conflicts_with = "inetd")]
+    user: Option<String>,
+    /// The TLS side's group with --user [default: the user's primary group].
+    #[arg(long, value_name = "GROUP", requires = "user")]
+    group: Option<String>,
+    /// Internal: this process is the TLS worker of a --user endpoint; ROOT is the empty
+    /// directory it changes root to.
+    #[arg(
+        long = "tls-worker",
+        hide = true,
+        value_name = "ROOT",
+        requires = "user"
+    )]
+    tls_worker: Option<PathBuf>,
 
     /// State directory: unikernel state, audit log, everything petrel writes [default:
     /// /var/lib/petrel, ./petrel-dev/state with --dev].
@@ -250,6 +276,16 @@ enum Ready {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(root) = &args.tls_worker {
+        return match worker::run(&args, root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("TLS worker: {}", one_line(&e));
+                eprintln!("petrel-endpoint: TLS worker: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.inetd {
         // Standard output and error are usually the connection itself: nothing may be
         // written there.
@@ -323,6 +359,23 @@ fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("CA certificate {}", cacert.display()))?;
     let acceptor = Acceptor::from_files(&anchors, &cert, &key, limits.max_chain_size)
         .context("server certificate and key")?;
+    let split = match &args.user {
+        Some(user) => {
+            // Checked here so that a bad --user fails before anything starts; the worker
+            // looks it up again.
+            Identity::resolve(user, args.group.as_deref())?;
+            let read = |path: &Path| {
+                petrel::tls::read_pem_file(path)
+                    .with_context(|| format!("reading {}", path.display()))
+            };
+            Some(Credentials {
+                ca_pem: ca_pem.clone(),
+                cert_pem: read(&cert)?,
+                key_pem: read(&key)?,
+            })
+        }
+        None => None,
+    };
 
     // Sockets are taken before the runtime starts threads (systemd's environment is
     // cleared while the process is still single-threaded).
@@ -366,9 +419,10 @@ fn run(args: &Args) -> Result<()> {
     runtime.block_on(serve(
         args,
         source,
-        acceptor,
+        (acceptor, anchors),
         config,
         revocation,
+        split,
         dev.as_ref(),
     ))
 }
@@ -376,9 +430,10 @@ fn run(args: &Args) -> Result<()> {
 async fn serve(
     args: &Args,
     source: Source,
-    acceptor: Acceptor,
+    (acceptor, anchors): (Acceptor, TrustAnchors),
     config: ExecutorConfig,
     revocation: RevocationSetup,
+    split: Option<Credentials>,
     dev: Option<&dev::DevSetup>,
 ) -> Result<()> {
     // Bind first: a port in use fails before anything else starts.
@@ -396,9 +451,27 @@ async fn serve(
         None => None,
     };
     let audit_path = config.state_dir.join(AUDIT_FILE);
-    let audit = AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
-        .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
     let limits = config.limits.clone();
+    // With --user the TLS side runs in a worker process; this one keeps the executor.
+    let (source, worker) = match (split, source) {
+        (Some(credentials), Ready::Listener(listener)) => {
+            let worker = supervisor::Worker {
+                listener,
+                audit: supervisor::open_audit(&audit_path)
+                    .with_context(|| format!("opening the audit log {}", audit_path.display()))?,
+                credentials,
+                root: supervisor::empty_root(&config.state_dir)?,
+            };
+            (None, Some(worker))
+        }
+        (_, source) => (Some(source), None),
+    };
+    let audit = if worker.is_some() {
+        AuditLog::disabled()
+    } else {
+        AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
+            .with_context(|| format!("opening the audit log {}", audit_path.display()))?
+    };
     let cgroups = if args.no_cgroups {
         tracing::info!("--no-cgroups: tenders run as plain processes");
         Cgroups::disabled()
@@ -421,9 +494,18 @@ async fn serve(
         audit.clone(),
         limits.clone(),
     );
+    let current_worker = Arc::new(CurrentWorker::default());
     let mut exporters = Vec::new();
     if metrics_listener.is_some() || args.influx.is_some() {
-        let source = Arc::new(MetricsSource::new(server.metrics(), Some(executor.clone())));
+        let source = Arc::new(if worker.is_some() {
+            MetricsSource::with_remote(
+                server.metrics(),
+                Some(executor.clone()),
+                Arc::clone(&current_worker) as Arc<dyn metrics::RemoteFigures>,
+            )
+        } else {
+            MetricsSource::new(server.metrics(), Some(executor.clone()))
+        });
         if let Some(listener) = metrics_listener {
             if let Ok(local) = listener.local_addr() {
                 tracing::info!(address = %local, "metrics listening");
@@ -455,8 +537,25 @@ async fn serve(
         }
     };
 
-    let stop_tenders = match source {
-        Ready::Inetd(stream) => {
+    let stop_tenders = match (source, worker) {
+        (_, Some(worker)) => {
+            let service = ExecutorService::new(
+                Arc::new(executor.clone()),
+                anchors,
+                executor.revocations(),
+                limits.clone(),
+            );
+            if let (Some(setup), Ok(local)) = (dev, worker.listener.local_addr()) {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(dev::instructions(setup, local).as_bytes());
+                let _ = stdout.flush();
+            }
+            let signal = supervisor::run(args, worker, service, &current_worker, stop).await;
+            tracing::info!(signal, "stopping");
+            true
+        }
+        (None, None) => false,
+        (Some(Ready::Inetd(stream)), None) => {
             stream.set_nonblocking(true).context("--inetd socket")?;
             let stream = tokio::net::TcpStream::from_std(stream).context("--inetd socket")?;
             let peer = stream
@@ -470,7 +569,7 @@ async fn serve(
             // finds them running), so they are not stopped here.
             false
         }
-        Ready::Listener(listener) => {
+        (Some(Ready::Listener(listener)), None) => {
             listener.set_nonblocking(true).context("listening socket")?;
             let listener = TcpListener::from_std(listener).context("listening socket")?;
             let local = listener.local_addr().context("listening socket")?;

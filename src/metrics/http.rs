@@ -158,7 +158,7 @@ async fn handle(mut stream: TcpStream, source: &MetricsSource) {
     } else {
         match route(&head) {
             route @ (Route::Metrics | Route::MetricsHead) => {
-                let body = render_prometheus(&source.families());
+                let body = render_prometheus(&source.collect().await);
                 response(
                     "200 OK",
                     CONTENT_TYPE,

@@ -64,7 +64,7 @@ pub async fn push(target: String, source: Arc<MetricsSource>, interval: Duration
         };
         tracing::info!(%target, "influx: connected");
         loop {
-            let lines = render_influx(&source.families(), unix_nanos(SystemTime::now()));
+            let lines = render_influx(&source.collect().await, unix_nanos(SystemTime::now()));
             match timeout(WRITE_TIMEOUT, stream.write_all(lines.as_bytes())).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

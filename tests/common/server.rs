@@ -186,6 +186,64 @@ pub fn cgroup_parent() -> String {
     )
 }
 
+/// Set (to anything) to run every test endpoint as one process even as root.
+pub const SINGLE_PROCESS_ENV: &str = "PETREL_TEST_SINGLE_PROCESS";
+
+/// The user test endpoints run their TLS side as when split.
+pub const TEST_USER: &str = "nobody";
+
+/// Whether test endpoints run split (`--user nobody`): as root, unless
+/// [`SINGLE_PROCESS_ENV`] is set.
+pub fn split_mode() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && std::env::var_os(SINGLE_PROCESS_ENV).is_none()
+}
+
+/// The arguments that make an endpoint run split, if [`split_mode`] and `args` do not
+/// choose already (`--user`, `--inetd`).
+pub fn split_args(args: &[String]) -> Vec<String> {
+    if split_mode() && !args.iter().any(|a| a == "--user" || a == "--inetd") {
+        vec!["--user".to_owned(), TEST_USER.to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The TLS workers (`petrel-tls` children) of process `pid`.
+pub fn tls_workers(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            comm.ends_with("(petrel-tls") && ppid == Some(pid) && state != Some("Z")
+        })
+        .collect()
+}
+
+/// Waits until the processes `pids` are gone (a TLS worker killed by its parent's death
+/// still holds the listening socket for a moment).
+pub fn wait_gone(pids: &[u32]) {
+    let start = Instant::now();
+    while pids
+        .iter()
+        .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(start.elapsed() < WAIT, "processes {pids:?} still there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The endpoint binary.
 pub fn endpoint_binary() -> &'static str {
     env!("CARGO_BIN_EXE_petrel-endpoint")
@@ -202,6 +260,16 @@ impl Endpoint {
     /// of its own (tests run in parallel; unikernels of the same name must not share a
     /// cgroup), and `extra` arguments; waits until it listens.
     pub fn start(ca: &Ca, extra: &[&str]) -> Self {
+        Self::start_mode(ca, extra, true)
+    }
+
+    /// [`Endpoint::start`] as one process, whatever [`split_mode`] says (so that the
+    /// single-process mode stays covered).
+    pub fn start_single_process(ca: &Ca, extra: &[&str]) -> Self {
+        Self::start_mode(ca, extra, false)
+    }
+
+    fn start_mode(ca: &Ca, extra: &[&str], may_split: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = server_certificate(ca);
         std::fs::write(dir.path().join("cacert.pem"), ca.cert_pem()).unwrap();
@@ -226,7 +294,7 @@ impl Endpoint {
             cgroup_parent(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut endpoint = Self::spawn(dir.path(), &args, port);
+        let mut endpoint = Self::spawn_full(dir.path(), &args, port, &[], may_split);
         endpoint._owned = Some(dir);
         endpoint
     }
@@ -238,8 +306,23 @@ impl Endpoint {
 
     /// [`Endpoint::spawn`] with extra environment variables (inherited by its tenders).
     /// Unless `args` say otherwise, the endpoint gets a cgroup parent of its own.
+    /// In [`split_mode`], the TLS side runs as [`TEST_USER`].
     pub fn spawn_with_env(dir: &Path, args: &[String], port: u16, env: &[(&str, &Path)]) -> Self {
+        Self::spawn_full(dir, args, port, env, true)
+    }
+
+    fn spawn_full(
+        dir: &Path,
+        args: &[String],
+        port: u16,
+        env: &[(&str, &Path)],
+        may_split: bool,
+    ) -> Self {
         let mut args = args.to_vec();
+        if may_split {
+            let split = split_args(&args);
+            args.extend(split);
+        }
         if !args
             .iter()
             .any(|a| a == "--cgroup-parent" || a == "--no-cgroups")
@@ -331,10 +414,25 @@ impl Endpoint {
         self.child.id()
     }
 
-    /// Kills the endpoint with SIGKILL (no clean-up of any kind) and reaps it.
+    /// Kills the endpoint with SIGKILL (no clean-up of any kind) and reaps it; waits for
+    /// its TLS worker (if split) to die with it.
     pub fn kill(mut self) {
+        let workers = tls_workers(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        wait_gone(&workers);
+    }
+
+    /// The pid of its TLS worker (split mode), waiting for one to run.
+    pub fn tls_worker(&self) -> u32 {
+        let start = Instant::now();
+        loop {
+            if let Some(pid) = tls_workers(self.child.id()).first() {
+                return *pid;
+            }
+            assert!(start.elapsed() < WAIT, "no TLS worker:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the endpoint with SIGTERM and returns its exit status.

@@ -171,6 +171,8 @@ impl Host {
         ]);
         args.extend(HOST_FLAGS.iter().map(|s| s.to_string()));
         args.extend(options.extra);
+        let split = crate::common::server::split_args(&args);
+        args.extend(split);
         let mut host = Self {
             ca,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -360,8 +362,10 @@ impl Host {
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
+        let workers = crate::common::server::tls_workers(child.id());
         let _ = child.kill();
         let _ = child.wait();
+        crate::common::server::wait_gone(&workers);
     }
 
     /// SIGTERM, and the exit status.
@@ -611,7 +615,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { state, ppid })
 }
 
-/// Live (not zombie) children of `parent`.
+/// Live (not zombie) children of `parent`, but not its TLS worker.
 pub fn children(parent: u32) -> Vec<Proc> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -635,7 +639,11 @@ pub fn children(parent: u32) -> Vec<Proc> {
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+            .collect::<Vec<String>>();
+        // The TLS worker of a split endpoint is not a tender.
+        if args.iter().any(|a| a == "--tls-worker") {
+            continue;
+        }
         found.push(Proc { pid, args });
     }
     found.sort_by_key(|p| p.pid);
