@@ -1,7 +1,8 @@
 //! Soak: mixed clients against the real `petrel-endpoint` for a given time, sampling the
-//! endpoint's resident memory, open file descriptors, taps and state-directory files; at
-//! the end everything is destroyed and nothing may be left over. Ignored by default (it
-//! runs for minutes); the figures of a 30-minute run are in `docs/PERFORMANCE.md`:
+//! endpoint's (and, split with `--user`, its TLS worker's) resident memory, open file
+//! descriptors, taps and state-directory files; at the end everything is destroyed and
+//! nothing may be left over. Ignored by default (it runs for minutes); the figures of
+//! 30-minute runs are in `docs/PERFORMANCE.md`:
 //!
 //! ```text
 //! PETREL_SOAK_SECONDS=1800 cargo test --release --test soak -- --ignored --nocapture
@@ -42,6 +43,9 @@ struct Sample {
     seconds: u64,
     rss_kib: u64,
     fds: usize,
+    /// The TLS worker's (with `--user`; 0 when the endpoint is one process).
+    worker_rss_kib: u64,
+    worker_fds: usize,
     taps: usize,
     files: usize,
     tenders: usize,
@@ -235,11 +239,27 @@ impl Client<'_> {
     }
 }
 
+/// Flat memory: the second half peaks no higher than the first half (after a warm-up of a
+/// tenth of the run) plus 10 % and 4 MiB for allocator noise.
+fn assert_flat(samples: &[Sample], what: &str, rss: fn(&Sample) -> u64) {
+    let warm = samples.len() / 10;
+    let half = samples.len() / 2;
+    let first = samples[warm..half].iter().map(rss).max().unwrap_or(0);
+    let second = samples[half..].iter().map(rss).max().unwrap_or(0);
+    assert!(
+        second <= first + first / 10 + 4096,
+        "memory of {what} grows: {first} KiB, then {second} KiB"
+    );
+}
+
 fn sample(host: &Host, start: Instant, requests: u64) -> Sample {
+    let worker = common::server::tls_workers(host.pid()).first().copied();
     Sample {
         seconds: start.elapsed().as_secs(),
         rss_kib: host.rss_kib(),
         fds: host.fds(),
+        worker_rss_kib: worker.map_or(0, hardening::rss_kib),
+        worker_fds: worker.map_or(0, hardening::fd_count),
         taps: host
             .interfaces()
             .iter()
@@ -308,8 +328,17 @@ fn soak() {
             std::thread::sleep(interval.min(deadline.saturating_duration_since(Instant::now())));
             let s = sample(&host, start, requests.load(Ordering::Relaxed));
             eprintln!(
-                "t={:>5}s rss={:>7} KiB fds={:>4} taps={:>3} files={:>4} tenders={:>3} requests={}",
-                s.seconds, s.rss_kib, s.fds, s.taps, s.files, s.tenders, s.requests
+                "t={:>5}s rss={:>7} KiB fds={:>4} worker rss={:>7} KiB fds={:>4} taps={:>3} \
+                 files={:>4} tenders={:>3} requests={}",
+                s.seconds,
+                s.rss_kib,
+                s.fds,
+                s.worker_rss_kib,
+                s.worker_fds,
+                s.taps,
+                s.files,
+                s.tenders,
+                s.requests
             );
             samples.push(s);
         }
@@ -338,6 +367,7 @@ fn soak() {
     let summary = format!(
         "| | start | end (all destroyed) | peak |\n|---|---:|---:|---:|\n\
          | RSS (KiB) | {} | {} | {} |\n| open fds | {} | {} | {} |\n\
+         | TLS worker RSS (KiB) | {} | {} | {} |\n| TLS worker open fds | {} | {} | {} |\n\
          | taps | {} | {} | {} |\n| files in the state dir | {} | {} | {} |\n\
          | tenders | {} | {} | {} |\n\nclient steps (a block step is four requests): {} in {} s",
         baseline.rss_kib,
@@ -346,6 +376,12 @@ fn soak() {
         baseline.fds,
         end.fds,
         peak(|s| s.fds as u64),
+        baseline.worker_rss_kib,
+        end.worker_rss_kib,
+        peak(|s| s.worker_rss_kib),
+        baseline.worker_fds,
+        end.worker_fds,
+        peak(|s| s.worker_fds as u64),
         baseline.taps,
         end.taps,
         peak(|s| s.taps as u64),
@@ -369,19 +405,11 @@ fn soak() {
     assert_eq!(end.tenders, 0);
     assert_eq!(files(&host.state_dir()), baseline_files);
     assert!(end.fds <= baseline.fds, "{end:?} after {baseline:?}");
-    // Flat memory: the second half peaks no higher than the first half (after a warm-up
-    // of a tenth of the run) plus 10 % and 4 MiB for allocator noise.
-    let warm = samples.len() / 10;
-    let half = samples.len() / 2;
-    let first = samples[warm..half]
-        .iter()
-        .map(|s| s.rss_kib)
-        .max()
-        .unwrap_or(0);
-    let second = samples[half..].iter().map(|s| s.rss_kib).max().unwrap_or(0);
     assert!(
-        second <= first + first / 10 + 4096,
-        "memory grows: {first} KiB, then {second} KiB"
+        end.worker_fds <= baseline.worker_fds,
+        "{end:?} after {baseline:?}"
     );
+    assert_flat(&samples, "the endpoint", |s| s.rss_kib);
+    assert_flat(&samples, "the TLS worker", |s| s.worker_rss_kib);
     host.assert_served();
 }
