@@ -11,7 +11,8 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Output, Stdio};
 use std::thread::JoinHandle;
@@ -51,11 +52,17 @@ fn is_root() -> bool {
 struct Site {
     tmp: tempfile::TempDir,
     ca: Ca,
+    extra: Vec<String>,
     endpoint: Option<Endpoint>,
 }
 
 impl Site {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Site::start`] with `extra` arguments for the long-running endpoint.
+    fn start_with(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let ca = Ca::root_now("test-ca");
         let (cert, key) = server_certificate(&ca);
@@ -66,6 +73,7 @@ impl Site {
         let mut site = Self {
             tmp,
             ca,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             endpoint: None,
         };
         site.restart();
@@ -75,7 +83,7 @@ impl Site {
     fn restart(&mut self) {
         assert!(self.endpoint.is_none());
         let port = free_port();
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "cacert.pem",
             "server.pem",
             "server.key",
@@ -98,6 +106,7 @@ impl Site {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(self.extra.iter().cloned());
         let records = self.records();
         let endpoint =
             Endpoint::spawn_with_env(self.tmp.path(), &args, port, &[(RECORD_DIR_VAR, &records)]);
@@ -453,4 +462,83 @@ fn sigterm_removes_the_socket_and_a_restart_replaces_a_stale_one() {
         "{frames:?}"
     );
     assert_clean_exit(&output);
+}
+
+#[test]
+fn control_channels_beyond_the_bound_are_closed() {
+    let site = Site::start_with(&["--max-executor-clients", "1"]);
+    let leaf = site.ca.leaf(Some("."), &Command::Policy(PolicyCmd::Info));
+    // This test holds the one slot with a control channel of its own.
+    let held = petrel::privsep::executor_socket::connect(&site.socket()).unwrap();
+    site.endpoint()
+        .wait_for_log("executor socket: client connected");
+    // The next inetd process finds its channel closed: the client gets a failure.
+    let (frames, output) = site.request(&leaf);
+    assert_eq!(
+        only_payload(&frames),
+        &Payload::failure("error reading from fd")
+    );
+    assert_clean_exit(&output);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot reach the executor"),
+        "{output:?}"
+    );
+    site.endpoint()
+        .wait_for_log("executor socket: peer refused: too many clients at once");
+    // Once the slot is free, inetd connections are served again (the executor notices
+    // the closed channel asynchronously: retried).
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let (frames, output) = site.request(&leaf);
+        assert_clean_exit(&output);
+        if matches!(
+            frames.as_slice(),
+            [Wire {
+                payload: Payload::Success(Success::Policies(_)),
+                ..
+            }]
+        ) {
+            break;
+        }
+        assert!(start.elapsed() < SETTLE, "{frames:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn peers_of_other_users_are_refused() {
+    if !is_root() {
+        eprintln!("skipped: connecting as another user needs root");
+        return;
+    }
+    let site = Site::start();
+    // Open the way for another user (the endpoint made the directory 0700 and the socket
+    // 0600): the executor's own check on the peer's credentials is what is left.
+    let nobody = petrel::privsep::privileges::Identity::resolve(USER, None).unwrap();
+    for (path, mode) in [
+        (site.dir().to_path_buf(), 0o755),
+        (site.dir().join("state"), 0o711),
+        (site.socket(), 0o666),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let (stdin, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(peer);
+    // Without --user: it connects as nobody.
+    let _ = Process::new(endpoint_binary())
+        .args(site.inetd_args("cacert.pem").iter().take(6))
+        .current_dir(site.dir())
+        .uid(nobody.uid)
+        .gid(nobody.gid)
+        .stdin(Stdio::from(OwnedFd::from(stdin)))
+        .output()
+        .unwrap();
+    let line = site
+        .endpoint()
+        .wait_for_log("executor socket: peer refused (uid neither 0 nor the endpoint's)");
+    assert!(
+        line.contains(&format!(" uid={} gid={}", nobody.uid, nobody.gid)),
+        "{line}"
+    );
 }
