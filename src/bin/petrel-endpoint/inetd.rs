@@ -86,6 +86,8 @@ pub(crate) fn run(args: &Args, socket: &Path) -> Result<()> {
             "inetd: privileges dropped"
         );
     }
+    // SAFETY: prctl with a NUL-terminated name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"petrel-inetd".as_ptr(), 0, 0, 0) };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
