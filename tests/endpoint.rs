@@ -1,12 +1,12 @@
 //! The TLS endpoint over real TLS on loopback: an in-process server with a fake handler
 //! for the server's own behaviour (streams, replies, subscriptions, revocation), and the
-//! real `petrel-endpoint` binary for refusals, the audit log, `--dev`, `--inetd` and
-//! systemd socket activation.
+//! real `petrel-endpoint` binary for refusals, the audit log, `--dev` and systemd socket
+//! activation (`--inetd` is in `tests/inetd.rs`).
 
 mod common;
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, Stdio};
@@ -677,44 +677,6 @@ fn dev_mode_creates_once_and_prints_the_next_commands() {
     assert_eq!(std::fs::read(dev.join("cacert.pem")).unwrap(), ca_before);
     assert_served(&endpoint, &ca);
     assert!(endpoint.stop().success());
-}
-
-#[test]
-fn inetd_serves_the_connection_on_standard_input() {
-    let ca = Ca::root_now("test-ca");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = common::server::server_certificate(&ca);
-    std::fs::write(dir.path().join("cacert.pem"), ca.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.to_pem()).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let leaf = ca.leaf(Some("."), &policy_info());
-    let server_ca = ca.cert().clone();
-    let client = std::thread::spawn(move || request(addr, &leaf.chain, &leaf.key, &server_ca));
-    let (socket, _) = listener.accept().unwrap();
-    let output = Process::new(endpoint_binary())
-        .args([
-            "cacert.pem",
-            "server.pem",
-            "server.key",
-            "--inetd",
-            "--state-dir",
-            "state",
-        ])
-        .args(["--tender", stand_in_tender()])
-        .current_dir(dir.path())
-        .stdin(Stdio::from(OwnedFd::from(socket)))
-        .output()
-        .unwrap();
-    let frames = client.join().unwrap().unwrap();
-    assert_eq!(frames.len(), 1, "{frames:?}");
-    assert_eq!(frames[0].header, Header::new(0, name(":")));
-    assert!(output.status.success(), "{output:?}");
-    assert_eq!(output.stdout, b"");
-    assert_eq!(output.stderr, b"");
-    let records = common::server::wait_for_audit(&dir.path().join("state/audit.log"), 1);
-    assert_eq!(records[0]["command"], "policy info");
 }
 
 #[test]

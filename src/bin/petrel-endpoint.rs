@@ -3,9 +3,12 @@
 //! ```text
 //! petrel-endpoint CACERT CERT KEY [--ip IP] [--port PORT] [--state-dir DIR] [--tender PATH]
 //!                 [--crl FILE]... [--on-revoke destroy|keep] [--systemd-socket-activation]
-//!                 [--inetd] [--log-level L] [--log-file] [--stats-interval S]
+//!                 [--executor-socket [--max-executor-clients N]]
+//!                 [--log-level L] [--log-file] [--stats-interval S]
 //!                 [--metrics ADDR] [--influx HOST:PORT] [--cgroup-parent P] [--no-cgroups]
 //!                 [--user USER [--group GROUP]] [limits...] [host overrides...]
+//! petrel-endpoint --inetd --executor-socket-path PATH CACERT CERT KEY
+//!                 [--user USER [--group GROUP]] [--log-level L] [--log-file] [limits...]
 //! petrel-endpoint --dev
 //! ```
 
@@ -32,6 +35,7 @@ use petrel::executor::tender::ProcessTender;
 use petrel::executor::{Executor, ExecutorConfig, HostOverrides, OnRevoke, RevocationSetup};
 use petrel::limits::{self, Limits};
 use petrel::metrics::{self, MetricsSource};
+use petrel::privsep::executor_socket::{self, ExecutorSocket};
 use petrel::privsep::privileges::Identity;
 use petrel::privsep::service::ExecutorService;
 use petrel::privsep::{Credentials, CurrentWorker};
@@ -39,6 +43,8 @@ use petrel::server::Server;
 use petrel::tls::Acceptor;
 use petrel::verify::TrustAnchors;
 
+#[path = "petrel-endpoint/inetd.rs"]
+mod inetd;
 #[path = "petrel-endpoint/supervisor.rs"]
 mod supervisor;
 #[path = "petrel-endpoint/worker.rs"]
@@ -98,15 +104,32 @@ struct Args {
     /// Use the listening socket systemd passes (LISTEN_FDS/LISTEN_PID, descriptor 3).
     #[arg(long, conflicts_with = "inetd")]
     systemd_socket_activation: bool,
-    /// Serve the one connection on standard input (inetd); logs go to --log-file or
-    /// nowhere. Unikernels are left running when the connection ends.
-    #[arg(long)]
+    /// Serve the one connection on standard input (inetd) through the executor of a
+    /// running endpoint (see --executor-socket-path); logs go to --log-file, or to
+    /// standard error unless that is the connection.
+    #[arg(long, conflicts_with_all = [
+        "state_dir", "tender", "crls", "metrics", "influx", "no_cgroups", "executor_socket",
+    ])]
     inetd: bool,
+    /// With --inetd: the executor socket of the running endpoint (its
+    /// <state-dir>/executor.sock, made with --executor-socket).
+    #[arg(long, value_name = "PATH", requires = "inetd")]
+    executor_socket_path: Option<PathBuf>,
+    /// Also serve the executor over <state-dir>/executor.sock (mode 0600), for
+    /// `petrel-endpoint --inetd` processes.
+    #[arg(long)]
+    executor_socket: bool,
+    /// Most --inetd processes served through the executor socket at once; more are
+    /// closed at once.
+    #[arg(long, value_name = "N", requires = "executor_socket",
+          default_value_t = executor_socket::MAX_EXECUTOR_CLIENTS)]
+    max_executor_clients: usize,
 
     /// Privilege separation: run the TLS side (which parses unauthenticated input) as this
-    /// unprivileged user (a name or a uid) in a child process without capabilities; the
-    /// executor stays in this privileged process.
-    #[arg(long, value_name = "USER", conflicts_with = "inetd")]
+    /// unprivileged user (a name or a uid) in a child process without capabilities (with
+    /// --inetd: this process, after it connected to the executor socket); the executor
+    /// stays in this privileged process.
+    #[arg(long, value_name = "USER")]
     user: Option<String>,
     /// The TLS side's group with --user [default: the user's primary group].
     #[arg(long, value_name = "GROUP", requires = "user")]
@@ -264,14 +287,6 @@ enum Source {
     Bind(Option<IpAddr>, u16),
     /// A listening socket systemd passed.
     Listener(std::net::TcpListener),
-    /// The one connection inetd passed.
-    Inetd(std::net::TcpStream),
-}
-
-/// Connections ready to be served.
-enum Ready {
-    Listener(std::net::TcpListener),
-    Inetd(std::net::TcpStream),
 }
 
 fn main() -> ExitCode {
@@ -287,11 +302,7 @@ fn main() -> ExitCode {
         };
     }
     if args.inetd {
-        // Standard output and error are usually the connection itself: nothing may be
-        // written there.
-        if let Err(e) = silence_stdio() {
-            return fail(&args, &e);
-        }
+        return run_inetd(&args);
     }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -299,14 +310,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--inetd`: standard output (and standard error, if it is the connection too) must not
+/// be written: they usually are the connection itself.
+fn run_inetd(args: &Args) -> ExitCode {
+    let stderr_free = !inetd::stderr_is_the_connection();
+    let result = silence_stdio(!stderr_free).and_then(|()| match &args.executor_socket_path {
+        Some(path) => inetd::run(args, path),
+        None => Err(anyhow!(inetd::NEEDS_SOCKET)),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = one_line(&e);
+            tracing::error!("{text}");
+            // Unless logging wrote it there already.
+            if stderr_free && (args.log_file || !tracing::dispatcher::has_been_set()) {
+                eprintln!("petrel-endpoint: {text}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn fail(args: &Args, error: &anyhow::Error) -> ExitCode {
     let text = one_line(error);
-    if args.inetd || args.log_file {
+    if args.log_file {
         tracing::error!("{text}");
     }
-    if !args.inetd {
-        eprintln!("petrel-endpoint: {text}");
-    }
+    eprintln!("petrel-endpoint: {text}");
     ExitCode::FAILURE
 }
 
@@ -379,9 +410,7 @@ fn run(args: &Args) -> Result<()> {
 
     // Sockets are taken before the runtime starts threads (systemd's environment is
     // cleared while the process is still single-threaded).
-    let source = if args.inetd {
-        Source::Inetd(inetd_stream()?)
-    } else if args.systemd_socket_activation {
+    let source = if args.systemd_socket_activation {
         Source::Listener(systemd_listener()?)
     } else {
         let ip = match (args.ip, &dev) {
@@ -437,10 +466,9 @@ async fn serve(
     dev: Option<&dev::DevSetup>,
 ) -> Result<()> {
     // Bind first: a port in use fails before anything else starts.
-    let source = match source {
-        Source::Bind(ip, port) => Ready::Listener(bind(ip, port)?),
-        Source::Listener(listener) => Ready::Listener(listener),
-        Source::Inetd(stream) => Ready::Inetd(stream),
+    let listener = match source {
+        Source::Bind(ip, port) => bind(ip, port)?,
+        Source::Listener(listener) => listener,
     };
     let metrics_listener = match args.metrics {
         Some(addr) => Some(
@@ -453,8 +481,8 @@ async fn serve(
     let audit_path = config.state_dir.join(AUDIT_FILE);
     let limits = config.limits.clone();
     // With --user the TLS side runs in a worker process; this one keeps the executor.
-    let (source, worker) = match (split, source) {
-        (Some(credentials), Ready::Listener(listener)) => {
+    let (listener, worker) = match split {
+        Some(credentials) => {
             let worker = supervisor::Worker {
                 listener,
                 audit: supervisor::open_audit(&audit_path)
@@ -464,8 +492,9 @@ async fn serve(
             };
             (None, Some(worker))
         }
-        (_, source) => (Some(source), None),
+        None => (Some(listener), None),
     };
+    let state_dir = config.state_dir.clone();
     let audit = if worker.is_some() {
         AuditLog::disabled()
     } else {
@@ -537,14 +566,31 @@ async fn serve(
         }
     };
 
-    let stop_tenders = match (source, worker) {
+    // The service for control channels: the TLS worker's and the executor socket's.
+    let service = ExecutorService::new(
+        Arc::new(executor.clone()),
+        anchors,
+        executor.revocations(),
+        limits.clone(),
+    );
+    let executor_socket = if args.executor_socket {
+        // The empty root of `--inetd --user` processes.
+        supervisor::empty_root(&state_dir)?;
+        let socket = Arc::new(ExecutorSocket::bind(&state_dir)?);
+        tracing::info!(path = %socket.path().display(), "executor socket listening");
+        let serving = {
+            let socket = Arc::clone(&socket);
+            let service = Arc::clone(&service);
+            let max = args.max_executor_clients;
+            tokio::spawn(async move { socket.serve(service, max).await })
+        };
+        Some((socket, serving))
+    } else {
+        None
+    };
+
+    let stop_tenders = match (listener, worker) {
         (_, Some(worker)) => {
-            let service = ExecutorService::new(
-                Arc::new(executor.clone()),
-                anchors,
-                executor.revocations(),
-                limits.clone(),
-            );
             if let (Some(setup), Ok(local)) = (dev, worker.listener.local_addr()) {
                 let mut stdout = std::io::stdout().lock();
                 let _ = stdout.write_all(dev::instructions(setup, local).as_bytes());
@@ -555,21 +601,7 @@ async fn serve(
             true
         }
         (None, None) => false,
-        (Some(Ready::Inetd(stream)), None) => {
-            stream.set_nonblocking(true).context("--inetd socket")?;
-            let stream = tokio::net::TcpStream::from_std(stream).context("--inetd socket")?;
-            let peer = stream
-                .peer_addr()
-                .context("--inetd: standard input is not a connected socket")?;
-            tokio::select! {
-                () = server.serve_one(stream, peer) => {}
-                signal = stop => tracing::info!(signal, "stopping"),
-            }
-            // One process per connection: the unikernels outlive it (the next process
-            // finds them running), so they are not stopped here.
-            false
-        }
-        (Some(Ready::Listener(listener)), None) => {
+        (Some(listener), None) => {
             listener.set_nonblocking(true).context("listening socket")?;
             let listener = TcpListener::from_std(listener).context("listening socket")?;
             let local = listener.local_addr().context("listening socket")?;
@@ -593,6 +625,12 @@ async fn serve(
     };
     for exporter in exporters {
         exporter.abort();
+    }
+    if let Some((socket, serving)) = executor_socket {
+        // No new inetd connections; the socket file goes away.
+        serving.abort();
+        let _ = serving.await;
+        drop(socket);
     }
     if stop_tenders {
         executor.shutdown().await;
@@ -624,9 +662,6 @@ fn init_logging(args: &Args, state_dir: &Path) -> Result<()> {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .init();
-    } else if args.inetd {
-        // No log file: logs go nowhere.
-        builder.with_writer(std::io::sink).init();
     } else {
         builder
             .with_ansi(std::io::stderr().is_terminal())
@@ -772,13 +807,18 @@ fn check_socket(fd: i32) -> Result<()> {
     Ok(())
 }
 
-/// Points standard output and error at /dev/null (`--inetd`).
-fn silence_stdio() -> Result<()> {
+/// Points standard output (and with `stderr`, standard error) at /dev/null (`--inetd`).
+fn silence_stdio(stderr: bool) -> Result<()> {
     let null = File::options()
         .write(true)
         .open("/dev/null")
         .context("opening /dev/null")?;
-    for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+    let fds: &[i32] = if stderr {
+        &[libc::STDOUT_FILENO, libc::STDERR_FILENO]
+    } else {
+        &[libc::STDOUT_FILENO]
+    };
+    for &fd in fds {
         // SAFETY: dup2 of a valid descriptor onto a standard descriptor.
         if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
             return Err(std::io::Error::last_os_error()).context("redirecting standard output");

@@ -193,8 +193,8 @@ impl StateDir {
 
     /// Takes the state directory's exclusive lock (`flock` on `lock`), held until the
     /// returned value is dropped or the process ends (even by `kill -9`). A second
-    /// executor on the same directory — another endpoint, or a second `--inetd`
-    /// connection at the same time — would restore every unikernel a second time.
+    /// executor on the same directory (another endpoint) would restore every unikernel a
+    /// second time.
     pub fn lock(&self) -> Result<DirLock, LockError> {
         let path = self.root.join(LOCK_FILE);
         let file = fs::OpenOptions::new()

@@ -19,6 +19,7 @@
 //!   ([`service::ExecutorService`]).
 
 pub mod control;
+pub mod executor_socket;
 pub mod figures;
 pub mod privileges;
 pub mod remote;
