@@ -373,6 +373,47 @@ fn inetd_connections_share_the_long_running_executor() {
         assert!(start.elapsed() < SETTLE, "the tender still runs");
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    // The executor audited what the inetd processes (which write nothing) asked for.
+    let requests: Vec<(String, String, String)> = audit_records(&site)
+        .iter()
+        .filter(|r| r["event"] == "request")
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (field("name"), field("command"), field("outcome"))
+        })
+        .collect();
+    let created = (
+        ":web".to_owned(),
+        "unikernel create".to_owned(),
+        "ok".to_owned(),
+    );
+    let destroyed = (
+        ":web".to_owned(),
+        "unikernel destroy".to_owned(),
+        "ok".to_owned(),
+    );
+    assert_eq!(requests.first(), Some(&created), "{requests:?}");
+    assert_eq!(requests.last(), Some(&destroyed), "{requests:?}");
+    assert_eq!(requests.len(), 5, "{requests:?}");
+}
+
+/// The records of the audit log, waiting (the log is written off the request path) until
+/// there is at least one.
+fn audit_records(site: &Site) -> Vec<serde_json::Value> {
+    let path = site.dir().join("state").join(petrel::audit::AUDIT_FILE);
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if !records.is_empty() || start.elapsed() > SETTLE {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -391,6 +432,13 @@ fn the_executor_refuses_a_forged_chain_an_inetd_process_accepted() {
     );
     assert_clean_exit(&inetd.finish());
     assert!(procs::live_tenders(&site.records()).is_empty());
+    let records = audit_records(&site);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["event"], "handshake");
+    assert_eq!(
+        records[0]["outcome"],
+        "refused: certificate verification failed: certificate signature failure"
+    );
 }
 
 #[test]

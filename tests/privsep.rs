@@ -14,6 +14,7 @@ use common::cli::{Running, ok, petrel, refused};
 use common::handler::{Behaviour, Event, FakeHandler};
 use common::pki::{Ca, Leaf};
 use common::server::{Endpoint, free_port, stand_in_tender, tls_workers, wait_gone};
+use petrel::audit::AuditLog;
 use petrel::codec::{Command, Payload, PolicyCmd};
 use petrel::executor::api::OutputFrame;
 use petrel::executor::manifest::{Device, Target, build_test_image};
@@ -381,7 +382,13 @@ fn service(ca: &Ca) -> (Arc<ExecutorService>, std::sync::mpsc::Receiver<Event>) 
         FakeHandler::new(Behaviour::Frames(vec![Payload::success_string("done")]));
     let anchors = TrustAnchors::from_pem(ca.cert_pem().as_bytes()).unwrap();
     let revocations = Arc::new(SharedRevocations::new(RevocationStore::new()));
-    let service = ExecutorService::new(Arc::new(handler), anchors, revocations, Limits::default());
+    let service = ExecutorService::new(
+        Arc::new(handler),
+        anchors,
+        revocations,
+        Limits::default(),
+        AuditLog::disabled(),
+    );
     (service, events)
 }
 
@@ -391,7 +398,7 @@ async fn fake_tls_side(service: &Arc<ExecutorService>, chain: &[&[u8]]) -> Vec<O
     let (mine, theirs) = tokio::net::UnixStream::pair().unwrap();
     let served = {
         let service = Arc::clone(service);
-        tokio::spawn(async move { service.serve_request(theirs).await })
+        tokio::spawn(async move { service.serve_request(theirs, &AuditLog::disabled()).await })
     };
     let (mut rd, mut wr) = mine.into_split();
     request::write_preamble(&mut wr, chain, "127.0.0.1:4242")
@@ -475,7 +482,7 @@ async fn garbage_on_a_request_socket_closes_it_without_an_answer() {
         let (mine, theirs) = tokio::net::UnixStream::pair().unwrap();
         let served = {
             let service = Arc::clone(&service);
-            tokio::spawn(async move { service.serve_request(theirs).await })
+            tokio::spawn(async move { service.serve_request(theirs, &AuditLog::disabled()).await })
         };
         let (mut rd, mut wr) = mine.into_split();
         tokio::io::AsyncWriteExt::write_all(&mut wr, &bytes)

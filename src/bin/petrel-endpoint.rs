@@ -495,7 +495,9 @@ async fn serve(
         None => (Some(listener), None),
     };
     let state_dir = config.state_dir.clone();
-    let audit = if worker.is_some() {
+    // With a TLS worker, the worker audits what it serves; this process audits only the
+    // requests of `--inetd` processes (the executor socket), which write nothing.
+    let audit = if worker.is_some() && !args.executor_socket {
         AuditLog::disabled()
     } else {
         AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
@@ -572,6 +574,7 @@ async fn serve(
         anchors,
         executor.revocations(),
         limits.clone(),
+        audit.clone(),
     );
     let executor_socket = if args.executor_socket {
         // The empty root of `--inetd --user` processes.

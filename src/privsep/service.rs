@@ -18,6 +18,7 @@ use tokio::time::timeout;
 use super::control::{ControlChannel, ControlError, ControlMessage};
 use super::request::{self, Preamble, SocketError};
 use super::{EXECUTOR_IDLE_FACTOR, PREAMBLE_TIMEOUT, WorkerLink, sys};
+use crate::audit::{AuditCert, AuditEvent, AuditLog, AuditRecord};
 use crate::auth;
 use crate::chain::{self, InputKind};
 use crate::codec::Payload;
@@ -37,6 +38,7 @@ pub struct ExecutorService {
     revocations: Arc<SharedRevocations>,
     limits: Limits,
     sockets: Arc<Semaphore>,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for ExecutorService {
@@ -54,12 +56,15 @@ impl ExecutorService {
     /// requests to `handler` within `limits`: at most `limits.max_connections` request
     /// sockets at once (the TLS side cannot legitimately have more), chains of at most
     /// `max_chain_size`, chunks of at most `max_frame_size`, images and CRLs within their
-    /// limits.
+    /// limits. `audit` records the requests that come on control channels without a
+    /// worker link (the executor socket's `--inetd` processes, which write nothing); the
+    /// TLS worker audits its own requests.
     pub fn new(
         handler: Arc<dyn Handler>,
         anchors: TrustAnchors,
         revocations: Arc<SharedRevocations>,
         limits: Limits,
+        audit: AuditLog,
     ) -> Arc<Self> {
         let sockets = Arc::new(Semaphore::new(
             limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -70,6 +75,7 @@ impl ExecutorService {
             revocations,
             limits,
             sockets,
+            audit,
         })
     }
 
@@ -81,6 +87,10 @@ impl ExecutorService {
         control: Arc<ControlChannel>,
         link: Option<Arc<WorkerLink>>,
     ) {
+        let audit = match link {
+            Some(_) => AuditLog::disabled(),
+            None => self.audit.clone(),
+        };
         loop {
             let message = match control.recv().await {
                 Ok(Some(message)) => message,
@@ -94,7 +104,7 @@ impl ExecutorService {
                 }
             };
             match (message, &link) {
-                (ControlMessage::Request(fd), _) => self.accept(fd),
+                (ControlMessage::Request(fd), _) => self.accept(fd, audit.clone()),
                 (ControlMessage::Ready, Some(link)) => link.ready(),
                 (ControlMessage::Figures(json), Some(link)) => link.deliver(json),
                 (other, _) => {
@@ -107,7 +117,7 @@ impl ExecutorService {
     }
 
     /// Takes a request socket received on a control channel.
-    fn accept(self: &Arc<Self>, fd: std::os::fd::OwnedFd) {
+    fn accept(self: &Arc<Self>, fd: std::os::fd::OwnedFd, audit: AuditLog) {
         let Ok(permit) = Arc::clone(&self.sockets).try_acquire_owned() else {
             tracing::warn!(
                 limit = self.limits.max_connections,
@@ -128,13 +138,14 @@ impl ExecutorService {
         };
         let service = Arc::clone(self);
         tokio::spawn(async move {
-            service.serve_request(stream).await;
+            service.serve_request(stream, &audit).await;
             drop(permit);
         });
     }
 
-    /// Serves one request socket to its end (see [`super::request`]).
-    pub async fn serve_request(&self, stream: UnixStream) {
+    /// Serves one request socket to its end (see [`super::request`]); refusals and
+    /// executed requests are recorded in `audit`.
+    pub async fn serve_request(&self, stream: UnixStream, audit: &AuditLog) {
         let (mut rd, mut wr) = stream.into_split();
         let limits = &self.limits;
         let preamble = timeout(
@@ -159,18 +170,39 @@ impl ExecutorService {
         let verified = match self.anchors.verify(&chain, unix_now()) {
             Ok(verified) => verified,
             Err(e) => {
-                refuse(&mut wr, &peer, &Name::root(), &e.to_string(), self.idle()).await;
+                let text = e.to_string();
+                refuse(&mut wr, &peer, &Name::root(), &text, self.idle()).await;
+                let mut record = AuditRecord::now(AuditEvent::Handshake);
+                record.chain = chain.iter().map(AuditCert::of).collect();
+                record.outcome = format!("refused: {text}");
+                record.peer = peer;
+                audit.record(record);
                 return;
             }
         };
         drop(chain);
+        let audit_chain: Vec<AuditCert> = verified
+            .certificates()
+            .iter()
+            .chain(Some(verified.anchor()).filter(|a| verified.certificates().last() != Some(*a)))
+            .map(AuditCert::of)
+            .collect();
         let authorized = match auth::authorize(&verified, &self.revocations.current()) {
             Ok(authorized) => authorized,
             Err(e) => {
-                let name = chain::decode_request(&verified)
-                    .map_or_else(|_| Name::root(), |request| request.name);
+                let decoded = chain::decode_request(&verified).ok();
+                let name = decoded
+                    .as_ref()
+                    .map_or_else(Name::root, |request| request.name.clone());
                 let text = failure_text(&RequestError::Auth(e));
                 refuse(&mut wr, &peer, &name, &text, self.idle()).await;
+                let mut record = AuditRecord::now(AuditEvent::Refused);
+                record.name = decoded.as_ref().map(|r| r.name.text());
+                record.command = decoded.map(|r| r.command.to_string());
+                record.chain = audit_chain;
+                record.outcome = format!("refused: {text}");
+                record.peer = peer;
+                audit.record(record);
                 return;
             }
         };
@@ -197,6 +229,13 @@ impl ExecutorService {
         });
         let outcome = self.exchange(rd, wr, input, output).await;
         tracing::info!(%peer, name = %name, command = %command, serial = %serial, outcome = %outcome, "executed");
+        let mut record = AuditRecord::now(AuditEvent::Request);
+        record.name = Some(name.text());
+        record.command = Some(command);
+        record.chain = audit_chain;
+        record.outcome = outcome;
+        record.peer = peer;
+        audit.record(record);
     }
 
     /// How long the executor waits for the TLS side between two chunks or to take a
