@@ -8,7 +8,6 @@
 pub mod certs;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
@@ -218,7 +217,7 @@ impl Host {
             command.env(key, value);
         }
         let mut child = command.spawn().unwrap();
-        self.log = collect(child.stderr.take().unwrap());
+        self.log = crate::common::server::collect(child.stderr.take().unwrap());
         self.child = Some(child);
         self.wait_for_log(&format!("listening address={}", self.addr));
     }
@@ -553,18 +552,6 @@ fn unsafe_try_wait(child: &Child) -> std::io::Result<Option<String>> {
     Ok(parse_stat(&stat)
         .filter(|s| s.state == 'Z')
         .map(|_| "zombie".to_owned()))
-}
-
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        }
-    });
-    lines
 }
 
 /// Sends `sig` to `pid`.
