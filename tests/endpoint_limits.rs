@@ -1,5 +1,6 @@
 //! Limits of the real `petrel-endpoint` binary over real TLS on loopback: the client
-//! certificate size limit, stalled and idle peers, the connection limit.
+//! certificate size limit, stalled and idle peers, the connection limit, the console
+//! limits.
 
 mod common;
 
@@ -9,8 +10,12 @@ use std::time::Duration;
 
 use common::pki::Ca;
 use common::server::Endpoint;
-use common::tls_client::{ClientError, request};
-use petrel::codec::{Command, Header, PolicyCmd, UnikernelCmd, UnikernelConfig};
+use common::tls_client::{Client, ClientError, request};
+use petrel::codec::{
+    Command, ConsoleCmd, Data, Header, Payload, PolicyCmd, SinceCount, UnikernelCmd,
+    UnikernelConfig,
+};
+use petrel::executor::manifest::{Target, build_test_image};
 use petrel::name::Name;
 use rand::RngCore;
 
@@ -147,4 +152,61 @@ fn connections_beyond_the_limit_are_closed_at_once() {
             }
         }
     }
+}
+
+#[test]
+fn console_history_and_subscribers_follow_their_flags() {
+    let ca = Ca::root_now("test");
+    let endpoint = Endpoint::start(
+        &ca,
+        &["--console-lines", "3", "--max-console-subscribers", "1"],
+    );
+    let create = Command::Unikernel(UnikernelCmd::Create(UnikernelConfig {
+        image: build_test_image(Target::Hvt, 2, &[]),
+        memory: 16,
+        arguments: Some(vec!["--lines=10".to_owned(), "--wait".to_owned()]),
+        ..UnikernelConfig::default()
+    }));
+    let leaf = ca.leaf(Some("talk"), &create);
+    let frames = request(endpoint.addr, &leaf.chain, &leaf.key, ca.cert()).unwrap();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(
+        frames[0].payload,
+        Payload::success_string("created unikernel")
+    );
+
+    let subscribe = ca.leaf(
+        Some("talk"),
+        &Command::Console(ConsoleCmd::Subscribe(SinceCount::Count(10))),
+    );
+    let console_line = |client: &mut Client| match client.read_frame().unwrap().unwrap().payload {
+        Payload::Data(Data::Console { line, .. }) => line,
+        other => panic!("{other:?}"),
+    };
+    // The first subscriber follows until the tender has printed its ten lines.
+    let mut first =
+        Client::connect(endpoint.addr, &subscribe.chain, &subscribe.key, ca.cert()).unwrap();
+    assert_eq!(
+        first.read_frame().unwrap().unwrap().payload,
+        Payload::success_string("subscribed")
+    );
+    while console_line(&mut first) != "line 10" {}
+
+    // A second one gets the last three lines only (--console-lines 3) and replaces the
+    // first (--max-console-subscribers 1), which is told so.
+    let mut second =
+        Client::connect(endpoint.addr, &subscribe.chain, &subscribe.key, ca.cert()).unwrap();
+    assert_eq!(
+        second.read_frame().unwrap().unwrap().payload,
+        Payload::success_string("subscribed")
+    );
+    let history: Vec<String> = (0..3).map(|_| console_line(&mut second)).collect();
+    assert_eq!(history, ["line 8", "line 9", "line 10"]);
+    assert_eq!(
+        first.read_frame().unwrap().unwrap().payload,
+        Payload::failure(
+            "subscription replaced by a newer one (at most 1 subscribers per console)"
+        )
+    );
+    second.drop_connection();
 }

@@ -30,6 +30,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use petrel::audit::{AUDIT_FILE, AuditLog};
 use petrel::dev::{self, DEV_ADDR, DEV_DIR};
 use petrel::executor::cgroup::{CgroupParent, Cgroups};
+use petrel::executor::console::MAX_BUFFER_LINES;
 use petrel::executor::net::HostNetwork;
 use petrel::executor::tender::ProcessTender;
 use petrel::executor::{Executor, ExecutorConfig, HostOverrides, OnRevoke, RevocationSetup};
@@ -213,6 +214,26 @@ struct Args {
     /// reports success; one that fails sooner (status 1 or a signal) fails the command.
     #[arg(long, value_name = "MS", default_value_t = limits::START_CHECK.as_millis().try_into().unwrap_or(u64::MAX))]
     start_check_ms: u64,
+    /// Console history kept per unikernel, in lines (1 to 65536).
+    #[arg(long, value_name = "LINES", default_value_t = limits::CONSOLE_LINES, value_parser = console_lines)]
+    console_lines: usize,
+    /// Console subscribers per unikernel at once.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONSOLE_SUBSCRIBERS, value_parser = at_least_one)]
+    max_console_subscribers: usize,
+    /// Seconds a tender has to exit after SIGTERM (destroy, force-create, shutdown)
+    /// before it is killed with SIGKILL.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::STOP_TIMEOUT.as_secs())]
+    stop_timeout: u64,
+    /// Seconds before the first automatic restart of a failed unikernel; doubles with
+    /// every further quick failure.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::RESTART_BACKOFF_INITIAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    restart_backoff: u64,
+    /// Longest delay in seconds between automatic restarts of a unikernel in a crash loop.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::RESTART_BACKOFF_MAX.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    restart_backoff_max: u64,
+    /// Seconds a unikernel must have run for its earlier failures to be forgotten.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::RESTART_BACKOFF_RESET.as_secs())]
+    restart_backoff_reset: u64,
     /// Largest client certificate chain (TLS Certificate message) in octets.
     #[arg(long, value_name = "OCTETS", default_value_t = limits::MAX_CHAIN_SIZE)]
     max_chain_size: usize,
@@ -249,6 +270,24 @@ enum OnRevokeArg {
     Keep,
 }
 
+/// `--console-lines`: 1 to [`MAX_BUFFER_LINES`].
+fn console_lines(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_BUFFER_LINES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of lines from 1 to {MAX_BUFFER_LINES}"
+        )),
+    }
+}
+
+/// A count of at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a number of at least 1".to_owned()),
+    }
+}
+
 impl Args {
     fn limits(&self) -> Limits {
         Limits {
@@ -264,6 +303,14 @@ impl Args {
             max_image_size: self.max_image_size,
             max_crl_size: self.max_crl_size,
             stats_interval: Duration::from_secs(self.stats_interval),
+            console_lines: self.console_lines,
+            max_console_subscribers: self.max_console_subscribers,
+            stop_timeout: Duration::from_secs(self.stop_timeout),
+            restart_backoff_initial: Duration::from_secs(self.restart_backoff),
+            restart_backoff_max: Duration::from_secs(
+                self.restart_backoff_max.max(self.restart_backoff),
+            ),
+            restart_backoff_reset: Duration::from_secs(self.restart_backoff_reset),
             ..Limits::default()
         }
     }
