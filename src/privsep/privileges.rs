@@ -57,62 +57,55 @@ impl Identity {
 }
 
 fn lookup_user(name: &str) -> Result<Option<(u32, u32)>, PrivsepError> {
-    let Ok(c_name) = CString::new(name) else {
-        return Ok(None);
-    };
-    let mut size = NSS_BUFFER;
-    loop {
-        let mut buf: Vec<libc::c_char> = vec![0; size];
-        // SAFETY: an all-zero passwd is a valid buffer for getpwnam_r to fill.
-        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; `buf` has `size` octets.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &mut entry,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        match rc {
-            0 if result.is_null() => return Ok(None),
-            0 => return Ok(Some((entry.pw_uid, entry.pw_gid))),
-            libc::ERANGE if size < MAX_NSS_BUFFER => size *= 2,
-            e => {
-                return Err(PrivsepError::Lookup(
-                    name.to_owned(),
-                    io::Error::from_raw_os_error(e).to_string(),
-                ));
-            }
-        }
-    }
+    // SAFETY: the arguments are those `nss_lookup` promises: valid pointers and the
+    // buffer's length.
+    nss_lookup(
+        name,
+        |c_name, entry: &mut libc::passwd, buf, len, result| unsafe {
+            libc::getpwnam_r(c_name, entry, buf, len, result)
+        },
+    )
+    .map(|found| found.map(|entry| (entry.pw_uid, entry.pw_gid)))
 }
 
 fn lookup_group(name: &str) -> Result<Option<u32>, PrivsepError> {
+    // SAFETY: as in `lookup_user`.
+    nss_lookup(
+        name,
+        |c_name, entry: &mut libc::group, buf, len, result| unsafe {
+            libc::getgrnam_r(c_name, entry, buf, len, result)
+        },
+    )
+    .map(|found| found.map(|entry| entry.gr_gid))
+}
+
+/// Calls a reentrant NSS lookup (`getpwnam_r`, `getgrnam_r`) for `name` with a buffer
+/// grown on `ERANGE` up to [`MAX_NSS_BUFFER`]. The entry is returned only for its numeric
+/// fields: its string pointers point into a buffer that is gone afterwards.
+fn nss_lookup<E>(
+    name: &str,
+    call: impl Fn(*const libc::c_char, &mut E, *mut libc::c_char, usize, *mut *mut E) -> libc::c_int,
+) -> Result<Option<E>, PrivsepError> {
     let Ok(c_name) = CString::new(name) else {
         return Ok(None);
     };
     let mut size = NSS_BUFFER;
     loop {
         let mut buf: Vec<libc::c_char> = vec![0; size];
-        // SAFETY: an all-zero group is a valid buffer for getgrnam_r to fill.
-        let mut entry: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; `buf` has `size` octets.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                c_name.as_ptr(),
-                &mut entry,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        // SAFETY: `E` is `passwd` or `group`, plain C structs for which all-zero is a valid
+        // value for the lookup to fill.
+        let mut entry: E = unsafe { std::mem::zeroed() };
+        let mut result: *mut E = std::ptr::null_mut();
+        let rc = call(
+            c_name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
         match rc {
             0 if result.is_null() => return Ok(None),
-            0 => return Ok(Some(entry.gr_gid)),
+            0 => return Ok(Some(entry)),
             libc::ERANGE if size < MAX_NSS_BUFFER => size *= 2,
             e => {
                 return Err(PrivsepError::Lookup(
