@@ -311,7 +311,19 @@ mod tests {
         if let Ok(nobody) = &nobody {
             assert_ne!(nobody.uid, 0);
             assert_eq!(user_name(nobody.uid).as_deref(), Some("nobody"));
+            // Debian's group of nobody, looked up by name.
+            if let Ok(with_group) = Identity::resolve("nobody", Some("nogroup")) {
+                assert_eq!(with_group.uid, nobody.uid);
+                assert_eq!(with_group.gid, 65534);
+            }
         }
+        assert_eq!(
+            Identity::resolve("nobody", Some("no-such-group-here"))
+                .unwrap_err()
+                .to_string()
+                .contains("no-such-group-here"),
+            nobody.is_ok()
+        );
         assert_eq!(
             Identity::resolve("4242", Some("4343")),
             Ok(Identity {
