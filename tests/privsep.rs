@@ -378,6 +378,13 @@ fn a_killed_worker_is_restarted_and_sigterm_stops_both_keeping_the_state() {
 
 /// The executor's side of a request socket, with a recording handler.
 fn service(ca: &Ca) -> (Arc<ExecutorService>, std::sync::mpsc::Receiver<Event>) {
+    service_with(ca, Limits::default())
+}
+
+fn service_with(
+    ca: &Ca,
+    limits: Limits,
+) -> (Arc<ExecutorService>, std::sync::mpsc::Receiver<Event>) {
     let (handler, events) =
         FakeHandler::new(Behaviour::Frames(vec![Payload::success_string("done")]));
     let anchors = TrustAnchors::from_pem(ca.cert_pem().as_bytes()).unwrap();
@@ -386,7 +393,7 @@ fn service(ca: &Ca) -> (Arc<ExecutorService>, std::sync::mpsc::Receiver<Event>) 
         Arc::new(handler),
         anchors,
         revocations,
-        Limits::default(),
+        limits,
         AuditLog::disabled(),
     );
     (service, events)
@@ -414,6 +421,50 @@ async fn fake_tls_side(service: &Arc<ExecutorService>, chain: &[&[u8]]) -> Vec<O
 
 fn ders(leaf: &Leaf) -> Vec<&[u8]> {
     leaf.chain.iter().map(|c| c.der()).collect()
+}
+
+#[tokio::test]
+async fn chains_are_read_no_more_at_once_than_handshakes_may_run() {
+    use tokio::io::AsyncWriteExt;
+
+    let ca = Ca::root_now("ca");
+    let limits = Limits {
+        max_handshakes: 1,
+        ..Limits::default()
+    };
+    let (service, _events) = service_with(&ca, limits);
+
+    // A TLS side announces a 1000-octet certificate, sends 10 and stalls: it holds the
+    // only slot for reading chains.
+    let (stalled, theirs) = tokio::net::UnixStream::pair().unwrap();
+    let first = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move { service.serve_request(theirs, &AuditLog::disabled()).await })
+    };
+    let (_stalled_rd, mut stalled_wr) = stalled.into_split();
+    stalled_wr.write_all(&1000i32.to_be_bytes()).await.unwrap();
+    stalled_wr.write_all(&[0x30; 10]).await.unwrap();
+
+    // A genuine request meanwhile waits for the slot: its chain is not read.
+    let leaf = ca.leaf(Some("."), &Command::Policy(PolicyCmd::Info));
+    let second = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move { fake_tls_side(&service, &ders(&leaf)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "a second chain was read at once");
+
+    // The stalled side goes away: its socket ends, the genuine request is served.
+    drop(stalled_wr);
+    first.await.unwrap();
+    let frames = second.await.unwrap();
+    assert_eq!(
+        frames,
+        [OutputFrame {
+            name: Name::root(),
+            payload: Payload::success_string("done"),
+        }]
+    );
 }
 
 #[tokio::test]

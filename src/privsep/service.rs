@@ -38,6 +38,7 @@ pub struct ExecutorService {
     revocations: Arc<SharedRevocations>,
     limits: Limits,
     sockets: Arc<Semaphore>,
+    preambles: Semaphore,
     audit: AuditLog,
 }
 
@@ -54,7 +55,8 @@ impl ExecutorService {
     /// A service that verifies chains against `anchors` at the current time, checks them
     /// against `revocations` (the executor's, current at each request), and hands the
     /// requests to `handler` within `limits`: at most `limits.max_connections` request
-    /// sockets at once (the TLS side cannot legitimately have more), chains of at most
+    /// sockets at once (the TLS side cannot legitimately have more), at most
+    /// `limits.max_handshakes` chains being read at once, chains of at most
     /// `max_chain_size`, chunks of at most `max_frame_size`, images and CRLs within their
     /// limits. `audit` records the requests that come on control channels without a
     /// worker link (the executor socket's `--inetd` processes, which write nothing); the
@@ -69,12 +71,17 @@ impl ExecutorService {
         let sockets = Arc::new(Semaphore::new(
             limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         ));
+        // Chains being read at once: as many as handshakes may be in progress on the TLS
+        // side, so that a compromised TLS side cannot make the executor hold more chain
+        // octets than the handshake limit lets unauthenticated peers make the TLS side hold.
+        let preambles = Semaphore::new(limits.max_handshakes.clamp(1, Semaphore::MAX_PERMITS));
         Arc::new(Self {
             handler,
             anchors,
             revocations,
             limits,
             sockets,
+            preambles,
             audit,
         })
     }
@@ -148,10 +155,14 @@ impl ExecutorService {
     pub async fn serve_request(&self, stream: UnixStream, audit: &AuditLog) {
         let (mut rd, mut wr) = stream.into_split();
         let limits = &self.limits;
-        let preamble = timeout(
-            PREAMBLE_TIMEOUT,
-            request::read_preamble(&mut rd, limits.max_chain_size),
-        )
+        let preamble = timeout(PREAMBLE_TIMEOUT, async {
+            let _reading = self
+                .preambles
+                .acquire()
+                .await
+                .map_err(|_| SocketError::Closed)?;
+            request::read_preamble(&mut rd, limits.max_chain_size).await
+        })
         .await;
         let Preamble { chain, peer } = match preamble {
             Ok(Ok(preamble)) => preamble,
