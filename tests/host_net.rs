@@ -2,6 +2,8 @@
 //! private mount namespace with its own sysfs) per test, so the host's interfaces are
 //! never touched. Needs root and `/dev/net/tun`; skipped with a message otherwise.
 
+mod common;
+
 use std::ffi::CString;
 use std::path::Path;
 
@@ -9,6 +11,8 @@ use petrel::executor::manifest::{Device, Target, build_test_image};
 use petrel::executor::net::{HostNetwork, InterfaceName, Network, is_up};
 use petrel::executor::tender::{ExitReason, ProcessTender, StopSignal, Tender, TenderCommand};
 use tokio::io::AsyncBufReadExt;
+
+use common::netns::in_netns;
 
 const STAND_IN: &str = env!("CARGO_BIN_EXE_petrel-stand-in-tender");
 
@@ -31,57 +35,6 @@ macro_rules! require_root {
             return;
         }
     };
-}
-
-/// Runs `f` on a thread of its own in fresh network and mount namespaces, with sysfs
-/// remounted there so `/sys/class/net` shows the new namespace. The namespaces (and
-/// every interface in them) disappear when the thread ends.
-fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: unshare and mount affect only this thread (CLONE_NEWNS implies
-                // CLONE_FS, so it gets its own filesystem context).
-                unsafe {
-                    assert_eq!(
-                        libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
-                        0,
-                        "unshare: {}",
-                        std::io::Error::last_os_error()
-                    );
-                    let root = CString::new("/").unwrap();
-                    assert_eq!(
-                        libc::mount(
-                            std::ptr::null(),
-                            root.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null()
-                        ),
-                        0,
-                        "make mounts private: {}",
-                        std::io::Error::last_os_error()
-                    );
-                    let sysfs = CString::new("sysfs").unwrap();
-                    let sys = CString::new("/sys").unwrap();
-                    assert_eq!(
-                        libc::mount(
-                            sysfs.as_ptr(),
-                            sys.as_ptr(),
-                            sysfs.as_ptr(),
-                            0,
-                            std::ptr::null()
-                        ),
-                        0,
-                        "mount sysfs: {}",
-                        std::io::Error::last_os_error()
-                    );
-                }
-                f()
-            })
-            .join()
-            .unwrap()
-    })
 }
 
 /// Creates a bridge with `SIOCBRADDBR` (the test may use any tool; this needs none).

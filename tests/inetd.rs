@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::pki::{Ca, Leaf};
-use common::procs::{self, RECORD_DIR_VAR};
+use common::procs::{self, RECORD_DIR_VAR, status};
 use common::server::{Endpoint, endpoint_binary, free_port, server_certificate, stand_in_tender};
 use common::tls_client::{self, Client};
 use petrel::codec::{
@@ -253,20 +253,6 @@ fn info_of(frames: &[Wire]) -> (String, Option<Vec<String>>, Timestamp) {
         }
         other => panic!("{other:?}"),
     }
-}
-
-/// The fields of `/proc/<pid>/status` named `name`, split on whitespace.
-fn status(pid: u32, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let prefix = format!("{name}:");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"));
-    line[prefix.len()..]
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::cli::{Running, ok, petrel, refused};
 use common::handler::{Behaviour, Event, FakeHandler};
 use common::pki::{Ca, Leaf};
+use common::procs::status;
 use common::server::{Endpoint, free_port, stand_in_tender, tls_workers, wait_gone};
 use petrel::audit::AuditLog;
 use petrel::codec::{Command, Payload, PolicyCmd};
@@ -31,20 +32,6 @@ const USER: &str = "nobody";
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// The fields of `/proc/<pid>/status` named `name`, split on whitespace.
-fn status(pid: u32, name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let prefix = format!("{name}:");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"));
-    line[prefix.len()..]
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// An operator directory with `petrel generate`'s CA and server certificate, a tenant

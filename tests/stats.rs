@@ -295,50 +295,16 @@ fn netns_skip_reason() -> Option<&'static str> {
     None
 }
 
-/// Runs `f` on a thread of its own in fresh network and mount namespaces, with sysfs
-/// remounted for the new namespace, loopback up and IPv6 off (so that no interface sends
-/// anything by itself). Processes started from the thread share the namespaces.
+/// Runs `f` in fresh namespaces ([`common::netns::in_netns`]) with loopback up and IPv6
+/// off (so that no interface sends anything by itself). Processes started from the thread
+/// share the namespaces.
 fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: unshare and mount affect only this thread (CLONE_NEWNS implies
-                // CLONE_FS, so it gets its own filesystem context).
-                unsafe {
-                    assert_eq!(libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS), 0);
-                    let root = CString::new("/").unwrap();
-                    assert_eq!(
-                        libc::mount(
-                            std::ptr::null(),
-                            root.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null()
-                        ),
-                        0
-                    );
-                    let sysfs = CString::new("sysfs").unwrap();
-                    let sys = CString::new("/sys").unwrap();
-                    assert_eq!(
-                        libc::mount(
-                            sysfs.as_ptr(),
-                            sys.as_ptr(),
-                            sysfs.as_ptr(),
-                            0,
-                            std::ptr::null()
-                        ),
-                        0
-                    );
-                }
-                for conf in ["all", "default"] {
-                    let _ =
-                        std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
-                }
-                set_up("lo");
-                f()
-            })
-            .join()
-            .unwrap()
+    common::netns::in_netns(|| {
+        for conf in ["all", "default"] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
+        }
+        set_up("lo");
+        f()
     })
 }
 

@@ -101,3 +101,17 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .map(|n| n.trim().parse().unwrap())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// The fields of `/proc/<pid>/status` named `name`, split on whitespace.
+pub fn status(pid: u32, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let prefix = format!("{name}:");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
