@@ -25,7 +25,7 @@ fn validate_crl(data: &[u8]) {
     let Ok(crl) = ParsedCrl::parse(data) else {
         return;
     };
-    let pem = include_str!("../certs/example/root.pem");
+    let pem = include_str!("../../certs/example/root.pem");
     let chain = Certificate::from_pem_chain(pem).unwrap();
     let root = CertificateFacts::from_der(chain[0].der()).unwrap();
     let now = time::OffsetDateTime::now_utc();

@@ -4,7 +4,7 @@
 //! verifies the chain, derives the request the spec's worked examples 2 and 3 describe, and
 //! validates the CRLs.
 
-mod common;
+use crate::common;
 
 use std::time::SystemTime;
 

@@ -1,7 +1,7 @@
 //! Chain → request (names-and-policies.md §4), through petrel's own verifier at a fixed
 //! clock: names from CNs, policies top-down, every refusal with its exact text.
 
-mod common;
+use crate::common;
 
 use common::pki::{Ca, FIXED_NOW, Opts, policy};
 use petrel::chain::{ChainError, InputKind, decode_request};
