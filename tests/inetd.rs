@@ -335,6 +335,7 @@ fn inetd_connections_share_the_long_running_executor() {
             assert_eq!(status(console.id(), caps), ["0000000000000000"], "{caps}");
         }
         assert_eq!(status(console.id(), "NoNewPrivs"), ["1"]);
+        assert_eq!(status(console.id(), "Seccomp"), ["2"]);
         let root = std::fs::read_link(format!("/proc/{}/root", console.id())).unwrap();
         assert_eq!(root, site.dir().join("state/tls-root"));
     }

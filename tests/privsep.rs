@@ -203,6 +203,22 @@ fn the_tls_worker_runs_unprivileged_and_requests_work() {
         assert_eq!(status(worker, caps), ["0000000000000000"], "{caps}");
     }
     assert_eq!(status(worker, "NoNewPrivs"), ["1"]);
+    // Its system call filter is installed (mode 2) on every thread, and the executor
+    // process has none.
+    assert_eq!(status(worker, "Seccomp"), ["2"]);
+    assert_eq!(status(parent, "Seccomp"), ["0"]);
+    let threads: Vec<u32> = std::fs::read_dir(format!("/proc/{worker}/task"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(threads.len() > 1, "{threads:?}");
+    for thread in threads {
+        let text = std::fs::read_to_string(format!("/proc/{worker}/task/{thread}/status")).unwrap();
+        assert!(
+            text.lines().any(|l| l == "Seccomp:\t2"),
+            "thread {thread}: {text}"
+        );
+    }
 
     // Its root is an empty directory it cannot write: neither the state directory nor
     // /dev/net/tun exists for it.
@@ -336,6 +352,7 @@ fn a_killed_worker_is_restarted_and_sigterm_stops_both_keeping_the_state() {
         }
     };
     assert_eq!(status(second, "NoNewPrivs"), ["1"]);
+    assert_eq!(status(second, "Seccomp"), ["2"]);
     // Requests work again (retried while the new worker comes up) and the unikernel
     // kept running.
     let start = Instant::now();

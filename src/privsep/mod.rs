@@ -12,8 +12,9 @@
 //!   and restarts the worker (with a back-off, [`RestartBackoff`]) if it dies.
 //! - The worker reads its descriptors, builds the TLS acceptor, drops every privilege for
 //!   good ([`privileges::drop_privileges`]: an empty chroot, no groups, the user's ids,
-//!   `PR_SET_NO_NEW_PRIVS`), checks that nothing is left ([`privileges::check_dropped`])
-//!   and only then serves, with a [`remote::RemoteHandler`] as the server's handler.
+//!   `PR_SET_NO_NEW_PRIVS`), installs its system call filter ([`seccomp`]), checks that
+//!   nothing is left ([`privileges::check_dropped`], [`seccomp::check_filtered`]) and only
+//!   then serves, with a [`remote::RemoteHandler`] as the server's handler.
 //! - The executor process never trusts the worker: it verifies each chain again, derives
 //!   the request again and checks it against its own revocation store
 //!   ([`service::ExecutorService`]).
@@ -24,6 +25,7 @@ pub mod figures;
 pub mod privileges;
 pub mod remote;
 pub mod request;
+pub mod seccomp;
 pub mod service;
 pub mod sys;
 

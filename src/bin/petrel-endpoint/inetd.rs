@@ -22,6 +22,7 @@ use petrel::privsep::control::ControlChannel;
 use petrel::privsep::executor_socket;
 use petrel::privsep::privileges::{self, Identity};
 use petrel::privsep::remote::RemoteHandler;
+use petrel::privsep::seccomp;
 use petrel::revocation::{RevocationStore, SharedRevocations};
 use petrel::server::Server;
 use petrel::tls::Acceptor;
@@ -72,6 +73,7 @@ pub(crate) fn run(args: &Args, socket: &Path) -> Result<()> {
         // Opened now: after the change of root there is no /proc.
         let mut status = File::open("/proc/self/status").context("opening /proc/self/status")?;
         privileges::drop_privileges(&identity, &root)?;
+        let filtered = seccomp::restrict()?;
         let mut text = String::new();
         status
             .rewind()
@@ -79,10 +81,14 @@ pub(crate) fn run(args: &Args, socket: &Path) -> Result<()> {
             .context("reading /proc/self/status")?;
         drop(status);
         privileges::check_dropped(&text)?;
+        if filtered {
+            seccomp::check_filtered(&text)?;
+        }
         tracing::debug!(
             user = %identity.user,
             uid = identity.uid,
             gid = identity.gid,
+            seccomp = filtered,
             "inetd: privileges dropped"
         );
     }

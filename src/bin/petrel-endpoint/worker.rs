@@ -1,6 +1,6 @@
 //! The TLS worker of `--user`: started by the supervisor with its descriptors, it builds
-//! the TLS acceptor, drops every privilege for good, checks `/proc/self/status`, and only
-//! then serves; requests go to the executor process over the control channel.
+//! the TLS acceptor, drops every privilege for good, installs its system call filter,
+//! checks `/proc/self/status`, and only then serves; requests go to the executor process over the control channel.
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -18,6 +18,7 @@ use petrel::metrics::ServerMetrics;
 use petrel::privsep::control::{ControlChannel, ControlMessage};
 use petrel::privsep::privileges::{self, Identity};
 use petrel::privsep::remote::RemoteHandler;
+use petrel::privsep::seccomp;
 use petrel::privsep::{Credentials, WorkerFds, figures};
 use petrel::revocation::{RevocationStore, SharedRevocations};
 use petrel::server::Server;
@@ -54,6 +55,8 @@ pub(crate) fn run(args: &Args, root: &Path) -> Result<()> {
     // Opened now: after the change of root there is no /proc.
     let mut status = File::open("/proc/self/status").context("opening /proc/self/status")?;
     privileges::drop_privileges(&identity, root)?;
+    // Before any other thread exists; TSYNC would cover them anyway.
+    let filtered = seccomp::restrict()?;
     // SAFETY: prctl with integer arguments and a NUL-terminated name. The parent-death
     // signal is set after the change of ids, which would clear it.
     unsafe {
@@ -67,10 +70,16 @@ pub(crate) fn run(args: &Args, root: &Path) -> Result<()> {
         .context("reading /proc/self/status")?;
     drop(status);
     privileges::check_dropped(&text)?;
+    if filtered {
+        seccomp::check_filtered(&text)?;
+    } else {
+        tracing::warn!("TLS worker: no system call filter for this architecture");
+    }
     tracing::info!(
         user = %identity.user,
         uid = identity.uid,
         gid = identity.gid,
+        seccomp = filtered,
         "TLS worker: privileges dropped"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
