@@ -81,6 +81,9 @@ pub enum ControlError {
 #[derive(Debug)]
 pub struct ControlChannel {
     socket: AsyncFd<OwnedFd>,
+    /// The receive buffer, allocated once: a packet may be as long as
+    /// [`MAX_CONTROL_MESSAGE`], and most are one octet.
+    buf: tokio::sync::Mutex<Vec<u8>>,
 }
 
 impl ControlChannel {
@@ -107,7 +110,10 @@ impl ControlChannel {
             AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE)
         }
         .map_err(io::Error::from)?;
-        Ok(Self { socket })
+        Ok(Self {
+            socket,
+            buf: tokio::sync::Mutex::new(vec![0u8; MAX_CONTROL_MESSAGE]),
+        })
     }
 
     /// Sends `message`.
@@ -140,7 +146,7 @@ impl ControlChannel {
 
     /// Receives the next message; `None` when the peer closed the channel.
     pub async fn recv(&self) -> Result<Option<ControlMessage>, ControlError> {
-        let mut buf = vec![0u8; MAX_CONTROL_MESSAGE];
+        let mut buf = self.buf.lock().await;
         loop {
             let mut guard = self.socket.readable().await?;
             match guard.try_io(|socket| sys::recv_packet(socket.as_raw_fd(), &mut buf)) {
