@@ -7,6 +7,14 @@
 //! line and writes it with a single `write`. If the queue is full the record is dropped
 //! and counted, and the writer then appends a `dropped` record with the count (and logs a
 //! warning), so a gap in the log is itself on the record.
+//!
+//! With privilege separation (`--user`) only the executor process writes the file. It
+//! writes the records of the requests it serves itself (`"source": "executor"`); the TLS
+//! worker sends the records of what never reaches the executor (handshakes refused, chains
+//! refused before their request is passed on) as datagrams, which the executor checks with
+//! [`worker_record`] and writes with `"source": "tls-worker"` and its own clock. A
+//! compromised worker can therefore make up refusals, but no record that claims the
+//! executor ran something.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -17,7 +25,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pki::{Certificate, CommonName};
 
@@ -28,7 +36,7 @@ pub const AUDIT_FILE: &str = "audit.log";
 pub const AUDIT_FILE_MODE: u32 = 0o600;
 
 /// What an audit record is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditEvent {
     /// An authorized command; `outcome` is what the client was answered.
@@ -41,8 +49,19 @@ pub enum AuditEvent {
     Dropped,
 }
 
+/// Which process wrote a record, with privilege separation (absent in one process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditSource {
+    /// The executor process, about a request it served.
+    Executor,
+    /// The TLS worker (or an `--inetd` process), about something that never reached the
+    /// executor; written by the executor on its behalf.
+    TlsWorker,
+}
+
 /// One certificate of a chain, as the audit log names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditCert {
     /// The subject's common name (empty if it has none).
     pub cn: String,
@@ -50,18 +69,32 @@ pub struct AuditCert {
     pub serial: String,
 }
 
+/// The longest common name an audit record carries, in characters: a chain refused in
+/// the handshake is unauthenticated, and its names could otherwise make one record as
+/// long as the chain size limit. Longer names are cut and end with `…`.
+pub const MAX_AUDIT_CN: usize = 256;
+
 impl AuditCert {
+    /// A certificate named `cn` (cut to [`MAX_AUDIT_CN`]) with serial `serial`.
+    pub fn new(cn: &str, serial: String) -> Self {
+        let cn = match cn.char_indices().nth(MAX_AUDIT_CN) {
+            Some((cut, _)) => format!("{}…", &cn[..cut]),
+            None => cn.to_owned(),
+        };
+        Self { cn, serial }
+    }
+
     /// The common name and serial of `cert` (`?` for either if it does not parse).
     pub fn of(cert: &Certificate) -> Self {
         match cert.facts() {
-            Ok(facts) => Self {
-                cn: match facts.common_name {
+            Ok(facts) => Self::new(
+                &match facts.common_name {
                     CommonName::Absent => String::new(),
                     CommonName::One(cn) => cn,
                     CommonName::Several(cns) => cns.join("+"),
                 },
-                serial: facts.serial.hex(),
-            },
+                facts.serial.hex(),
+            ),
             Err(_) => Self {
                 cn: "?".to_owned(),
                 serial: "?".to_owned(),
@@ -71,29 +104,33 @@ impl AuditCert {
 }
 
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// When the request finished (RFC 3339, UTC).
     pub time: String,
     /// What happened.
     pub event: AuditEvent,
+    /// Which process wrote it, with privilege separation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<AuditSource>,
     /// The peer's address (`ip:port`).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub peer: String,
     /// The request's name, if one was derived.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The command (albatross's short description), if one was decoded.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// The chain, leaf first (the trust anchor last when it is known).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<AuditCert>,
     /// The outcome: `ok`, `failure: <text>`, `refused: <text>`, …
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub outcome: String,
     /// For [`AuditEvent::Dropped`]: how many records were lost.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
 
@@ -103,6 +140,7 @@ impl AuditRecord {
         Self {
             time: now_rfc3339(),
             event,
+            source: None,
             peer: String::new(),
             name: None,
             command: None,
@@ -111,6 +149,45 @@ impl AuditRecord {
             count: None,
         }
     }
+}
+
+/// The longest record the TLS worker may send ([`worker_record`]): far above a record of
+/// a nine-certificate chain with 64-octet names and a long failure text.
+pub const MAX_WORKER_RECORD: usize = 64 * 1024;
+
+/// Why a record the TLS worker sent is not written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerRecordError {
+    /// Longer than [`MAX_WORKER_RECORD`].
+    #[error("longer than {MAX_WORKER_RECORD} octets")]
+    TooLong,
+    /// Not one JSON audit record.
+    #[error("not an audit record: {0}")]
+    Malformed(String),
+    /// An event only the executor reports.
+    #[error("the TLS worker may not report {0:?} events")]
+    NotItsEvent(AuditEvent),
+}
+
+/// Checks a record the TLS worker sent (one JSON line, as [`AuditLog`] writes it) and
+/// returns it as the executor writes it: marked [`AuditSource::TlsWorker`], at the
+/// executor's time. Only refused handshakes and requests, and the gaps of the worker's
+/// own queue, are the worker's to report; executed requests are the executor's.
+pub fn worker_record(line: &[u8]) -> Result<AuditRecord, WorkerRecordError> {
+    if line.len() > MAX_WORKER_RECORD {
+        return Err(WorkerRecordError::TooLong);
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut record: AuditRecord =
+        serde_json::from_slice(line).map_err(|e| WorkerRecordError::Malformed(e.to_string()))?;
+    match record.event {
+        AuditEvent::Handshake | AuditEvent::Refused | AuditEvent::Dropped => {}
+        other => return Err(WorkerRecordError::NotItsEvent(other)),
+    }
+    record.source = Some(AuditSource::TlsWorker);
+    record.time = now_rfc3339();
+    Ok(record)
 }
 
 fn now_rfc3339() -> String {
@@ -155,8 +232,9 @@ impl AuditLog {
         Self::from_file(file, queue)
     }
 
-    /// Writes records to `file`, already open for appending (the TLS worker's inherited
-    /// descriptor), with a queue of `queue` records.
+    /// Writes records to `file`, already open for appending, or a socket that takes one
+    /// record per write (the TLS worker's end of the audit relay), with a queue of
+    /// `queue` records.
     pub fn from_file(file: File, queue: usize) -> io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -343,6 +421,68 @@ mod tests {
         assert_eq!(lines[1]["event"], "refused");
         assert_eq!(lines[1]["peer"], "a");
         assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn long_names_are_cut() {
+        let long = "é".repeat(MAX_AUDIT_CN + 10);
+        let cert = AuditCert::new(&long, "01".to_owned());
+        assert_eq!(cert.cn.chars().count(), MAX_AUDIT_CN + 1);
+        assert!(cert.cn.ends_with('…'));
+        let short = AuditCert::new("foo", "01".to_owned());
+        assert_eq!(short.cn, "foo");
+    }
+
+    #[test]
+    fn worker_records_are_checked_and_marked() {
+        let mut sent = AuditRecord::now(AuditEvent::Handshake);
+        sent.time = "1999-01-01T00:00:00Z".to_owned();
+        sent.peer = "192.0.2.1:4000".to_owned();
+        sent.outcome = "handshake error: certificate expired".to_owned();
+        let mut line = serde_json::to_vec(&sent).unwrap();
+        line.push(b'\n');
+        let got = worker_record(&line).unwrap();
+        assert_eq!(got.source, Some(AuditSource::TlsWorker));
+        assert_ne!(
+            got.time, sent.time,
+            "the executor's clock, not the worker's"
+        );
+        assert_eq!(
+            (got.peer.as_str(), got.outcome.as_str()),
+            (sent.peer.as_str(), sent.outcome.as_str())
+        );
+        let json = serde_json::to_value(&got).unwrap();
+        assert_eq!(json["source"], "tls-worker");
+
+        // A worker claiming the executor's records, or a source, or sending garbage.
+        let request = serde_json::to_vec(&AuditRecord::now(AuditEvent::Request)).unwrap();
+        assert_eq!(
+            worker_record(&request),
+            Err(WorkerRecordError::NotItsEvent(AuditEvent::Request))
+        );
+        let mut claimed = AuditRecord::now(AuditEvent::Refused);
+        claimed.source = Some(AuditSource::Executor);
+        let claimed = serde_json::to_vec(&claimed).unwrap();
+        assert_eq!(
+            worker_record(&claimed).map(|r| r.source),
+            Ok(Some(AuditSource::TlsWorker))
+        );
+        for garbage in [
+            &b"not json"[..],
+            b"{}",
+            b"{\"time\":\"t\",\"event\":\"refused\",\"extra\":1}",
+            b"{\"time\":\"t\",\"event\":\"refused\"}\n{\"time\":\"t\",\"event\":\"refused\"}",
+        ] {
+            assert!(
+                matches!(worker_record(garbage), Err(WorkerRecordError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
+        assert_eq!(
+            worker_record(&vec![b' '; MAX_WORKER_RECORD + 1]),
+            Err(WorkerRecordError::TooLong)
+        );
     }
 
     #[test]

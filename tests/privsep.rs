@@ -241,14 +241,14 @@ fn the_tls_worker_runs_unprivileged_and_requests_work() {
         assert!(!status.success(), "{}", probe.display());
         assert!(!probe.exists());
     }
-    // Its descriptors: the listening socket, the control channel, the audit log, and
-    // nothing under the state directory but the audit log.
+    // Its descriptors: the listening socket, the control channel and the audit relay
+    // (sockets all three), and nothing under the state directory, not even the audit log.
     let fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{worker}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
         .filter(|target| target.starts_with(site.state()))
         .collect();
-    assert_eq!(fds, [site.state().join("audit.log")]);
+    assert_eq!(fds, Vec::<PathBuf>::new());
 
     // A create with a streamed image, its console, a block device set and dumped.
     std::fs::write(
@@ -303,20 +303,68 @@ fn the_tls_worker_runs_unprivileged_and_requests_work() {
             site.alice_serial
         ),
     );
-    // The worker writes the audit records, the refusal among them.
+    // The executor process writes the audit records of what it was passed, the refusal
+    // among them, marked as its own.
     let path = site.state().join(petrel::audit::AUDIT_FILE);
     let start = Instant::now();
-    while !std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .any(|l| l.contains("is revoked"))
-    {
+    let refusal = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("is revoked")) {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "no audit record of the refusal"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    assert_eq!(refusal["event"], "refused", "{refusal}");
+    assert_eq!(refusal["source"], "executor", "{refusal}");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let created = records
+        .iter()
+        .find(|r| r["command"] == "unikernel create")
+        .expect("a record of the create");
+    assert_eq!(created["source"], "executor", "{created}");
+    assert_eq!(created["outcome"], "ok", "{created}");
+    let console = records
+        .iter()
+        .find(|r| r["command"] == "console subscribe")
+        .expect("a record of the console");
+    assert_eq!(console["outcome"], "ended by the client", "{console}");
+
+    // A handshake the worker refuses (a chain from another CA) reaches the audit log
+    // through the executor, marked as the worker's.
+    let stranger = Ca::root_now("strangerca");
+    let leaf = stranger.leaf(Some("x"), &Command::Policy(PolicyCmd::Info));
+    let server_ca = std::fs::read_to_string(site.op.join("cacert.pem")).unwrap();
+    let server_ca = &petrel::pki::Certificate::from_pem_chain(&server_ca).unwrap()[0];
+    let refused = common::tls_client::Client::connect(
+        site.endpoint().addr,
+        &leaf.chain,
+        &leaf.key,
+        server_ca,
+    )
+    .and_then(|mut client| client.read_frame());
+    assert!(refused.is_err(), "{refused:?}");
+    let start = Instant::now();
+    let handshake = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("\"event\":\"handshake\"")) {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no audit record of the handshake"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(handshake["source"], "tls-worker", "{handshake}");
+    assert_eq!(handshake["chain"][0]["cn"], "x", "{handshake}");
 }
 
 #[test]

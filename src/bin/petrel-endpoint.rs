@@ -527,13 +527,16 @@ async fn serve(
     };
     let audit_path = config.state_dir.join(AUDIT_FILE);
     let limits = config.limits.clone();
+    // Only this process writes the audit log, also with a TLS worker: the executor
+    // audits the requests it is passed, and relays what the worker refuses itself.
+    let audit = AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
+        .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
     // With --user the TLS side runs in a worker process; this one keeps the executor.
     let (listener, worker) = match split {
         Some(credentials) => {
             let worker = supervisor::Worker {
                 listener,
-                audit: supervisor::open_audit(&audit_path)
-                    .with_context(|| format!("opening the audit log {}", audit_path.display()))?,
+                audit: audit.clone(),
                 credentials,
                 root: supervisor::empty_root(&config.state_dir)?,
             };
@@ -542,14 +545,6 @@ async fn serve(
         None => (Some(listener), None),
     };
     let state_dir = config.state_dir.clone();
-    // With a TLS worker, the worker audits what it serves; this process audits only the
-    // requests of `--inetd` processes (the executor socket), which write nothing.
-    let audit = if worker.is_some() && !args.executor_socket {
-        AuditLog::disabled()
-    } else {
-        AuditLog::open(&audit_path, limits::AUDIT_QUEUE)
-            .with_context(|| format!("opening the audit log {}", audit_path.display()))?
-    };
     let cgroups = if args.no_cgroups {
         tracing::info!("--no-cgroups: tenders run as plain processes");
         Cgroups::disabled()

@@ -67,4 +67,11 @@ pub struct ExecRequest {
 pub trait Handler: Send + Sync + 'static {
     /// Starts handling `request`.
     fn handle(&self, request: ExecRequest) -> OutputReceiver;
+
+    /// Whether the handler writes the audit record of each request it is handed (the
+    /// executor process does, behind [`crate::privsep::remote::RemoteHandler`]); the
+    /// server then writes records only for what it refuses itself.
+    fn records_requests(&self) -> bool {
+        false
+    }
 }

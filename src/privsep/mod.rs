@@ -7,8 +7,8 @@
 //! - The parent starts the executor, binds the listening socket, opens the audit log and
 //!   reads the CA, certificate and key; then it re-executes its own binary with
 //!   [`WORKER_FLAG`] and hands it [`WorkerFds`] (descriptors 3 to 6: the listening
-//!   socket, its end of the control channel, the audit log, a memfd with the
-//!   [`Credentials`]). It serves the control channel with an [`service::ExecutorService`]
+//!   socket, its end of the control channel, its end of the audit relay
+//!   ([`audit_relay`]), a memfd with the [`Credentials`]). It serves the control channel with an [`service::ExecutorService`]
 //!   and restarts the worker (with a back-off, [`RestartBackoff`]) if it dies.
 //! - The worker reads its descriptors, builds the TLS acceptor, drops every privilege for
 //!   good ([`privileges::drop_privileges`]: an empty chroot, no groups, the user's ids,
@@ -19,6 +19,7 @@
 //!   the request again and checks it against its own revocation store
 //!   ([`service::ExecutorService`]).
 
+pub mod audit_relay;
 pub mod control;
 pub mod executor_socket;
 pub mod figures;
@@ -110,7 +111,7 @@ pub struct WorkerFds {
     pub listener: OwnedFd,
     /// The worker's end of the control channel (descriptor 4).
     pub control: OwnedFd,
-    /// The audit log, open for appending (descriptor 5).
+    /// The worker's end of the audit relay, a `SOCK_SEQPACKET` socket (descriptor 5).
     pub audit: OwnedFd,
     /// A memfd with the [`Credentials`] (descriptor 6).
     pub credentials: OwnedFd,
@@ -127,15 +128,13 @@ impl WorkerFds {
     /// must have been handed over and be owned by nothing else in the process.
     pub unsafe fn inherited() -> Result<Self, PrivsepError> {
         let [listener, control, audit, credentials] = Self::NUMBERS;
-        for fd in [listener, control] {
+        for fd in [listener, control, audit] {
             if !sys::is_kind(fd, libc::S_IFSOCK) {
                 return Err(PrivsepError::Descriptor(fd, "not a socket"));
             }
         }
-        for fd in [audit, credentials] {
-            if !sys::is_kind(fd, libc::S_IFREG) {
-                return Err(PrivsepError::Descriptor(fd, "not a regular file"));
-            }
+        if !sys::is_kind(credentials, libc::S_IFREG) {
+            return Err(PrivsepError::Descriptor(credentials, "not a regular file"));
         }
         // SAFETY: the caller guarantees the descriptors were handed over to this process
         // and nothing else owns them; each is open (checked above).

@@ -35,6 +35,11 @@ impl Handler for RemoteHandler {
         tokio::spawn(forward(Arc::clone(&self.control), request, tx));
         rx
     }
+
+    /// The executor process audits every request it is passed.
+    fn records_requests(&self) -> bool {
+        true
+    }
 }
 
 /// How feeding the input stream to the request socket ended.

@@ -18,7 +18,7 @@ use tokio::time::timeout;
 use super::control::{ControlChannel, ControlError, ControlMessage};
 use super::request::{self, Preamble, SocketError};
 use super::{EXECUTOR_IDLE_FACTOR, PREAMBLE_TIMEOUT, WorkerLink, sys};
-use crate::audit::{AuditCert, AuditEvent, AuditLog, AuditRecord};
+use crate::audit::{AuditCert, AuditEvent, AuditLog, AuditRecord, AuditSource};
 use crate::auth;
 use crate::chain::{self, InputKind};
 use crate::codec::Payload;
@@ -58,9 +58,9 @@ impl ExecutorService {
     /// sockets at once (the TLS side cannot legitimately have more), at most
     /// `limits.max_handshakes` chains being read at once, chains of at most
     /// `max_chain_size`, chunks of at most `max_frame_size`, images and CRLs within their
-    /// limits. `audit` records the requests that come on control channels without a
-    /// worker link (the executor socket's `--inetd` processes, which write nothing); the
-    /// TLS worker audits its own requests.
+    /// limits. `audit` records every request passed on a control channel (marked
+    /// [`AuditSource::Executor`]); what the TLS side refuses itself reaches the audit log
+    /// through [`super::audit_relay`].
     pub fn new(
         handler: Arc<dyn Handler>,
         anchors: TrustAnchors,
@@ -94,10 +94,7 @@ impl ExecutorService {
         control: Arc<ControlChannel>,
         link: Option<Arc<WorkerLink>>,
     ) {
-        let audit = match link {
-            Some(_) => AuditLog::disabled(),
-            None => self.audit.clone(),
-        };
+        let audit = self.audit.clone();
         loop {
             let message = match control.recv().await {
                 Ok(Some(message)) => message,
@@ -184,6 +181,7 @@ impl ExecutorService {
                 let text = e.to_string();
                 refuse(&mut wr, &peer, &Name::root(), &text, self.idle()).await;
                 let mut record = AuditRecord::now(AuditEvent::Handshake);
+                record.source = Some(AuditSource::Executor);
                 record.chain = chain.iter().map(AuditCert::of).collect();
                 record.outcome = format!("refused: {text}");
                 record.peer = peer;
@@ -208,6 +206,7 @@ impl ExecutorService {
                 let text = failure_text(&RequestError::Auth(e));
                 refuse(&mut wr, &peer, &name, &text, self.idle()).await;
                 let mut record = AuditRecord::now(AuditEvent::Refused);
+                record.source = Some(AuditSource::Executor);
                 record.name = decoded.as_ref().map(|r| r.name.text());
                 record.command = decoded.map(|r| r.command.to_string());
                 record.chain = audit_chain;
@@ -226,6 +225,7 @@ impl ExecutorService {
             .map(|leaf| leaf.id.serial.clone())
             .unwrap_or_default();
         let kind = request.input();
+        let subscription = crate::server::is_subscription(&request.command);
         let (input, input_rx) = match kind {
             Some(kind) => {
                 let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -238,9 +238,10 @@ impl ExecutorService {
             input: input_rx,
             peer: peer.clone(),
         });
-        let outcome = self.exchange(rd, wr, input, output).await;
+        let outcome = self.exchange(rd, wr, input, output, subscription).await;
         tracing::info!(%peer, name = %name, command = %command, serial = %serial, outcome = %outcome, "executed");
         let mut record = AuditRecord::now(AuditEvent::Request);
+        record.source = Some(AuditSource::Executor);
         record.name = Some(name.text());
         record.command = Some(command);
         record.chain = audit_chain;
@@ -266,13 +267,14 @@ impl ExecutorService {
         mut wr: OwnedWriteHalf,
         input: Option<(InputKind, mpsc::Sender<InputChunk>)>,
         mut output: OutputReceiver,
+        subscription: bool,
     ) -> String {
         let idle = self.idle();
         let reader = async {
             if let Some((kind, tx)) = input {
                 match self.pump(&mut rd, kind, tx, idle).await {
                     Ok(()) => {}
-                    Err(Some(text)) => return format!("input failed: {text}"),
+                    Err(Some(text)) => return format!("failure: {text}"),
                     Err(None) => {
                         // The executor refused early: the TLS side learns it on its next
                         // write, and nothing more is read.
@@ -286,22 +288,35 @@ impl ExecutorService {
             // the client is gone, which ends a subscription.
             let mut octet = [0u8; 1];
             let _ = rd.read(&mut octet).await;
-            "client gone".to_owned()
+            // The words of the TLS side's own outcomes (`crate::server::Outcome`).
+            if subscription {
+                "ended by the client".to_owned()
+            } else {
+                "client gone".to_owned()
+            }
         };
         let writer = async {
             let mut last = None;
             while let Some(frame) = output.recv().await {
-                let kind = match &frame.payload {
-                    Payload::Failure(text) => format!("failure: {text}"),
-                    Payload::Data(_) => "data".to_owned(),
-                    Payload::Success(_) | Payload::Command(_) => "ok".to_owned(),
-                };
+                let kind = crate::server::reply_kind(&frame.payload).map(|end| match end {
+                    Ok(()) => "ok".to_owned(),
+                    Err(text) => format!("failure: {text}"),
+                });
                 match timeout(idle, request::write_frame(&mut wr, &frame)).await {
                     Ok(Ok(_)) => last = Some(kind),
                     Ok(Err(_)) | Err(_) => return "client gone".to_owned(),
                 }
             }
-            last.unwrap_or_else(|| "no reply".to_owned())
+            // The TLS side answers a stream without a final reply, or no reply at all,
+            // with a failure of its own.
+            match last {
+                Some(Some(outcome)) => outcome,
+                Some(None) => format!(
+                    "failure: {}",
+                    failure_text(&RequestError::StreamWithoutReply)
+                ),
+                None => format!("failure: {}", failure_text(&RequestError::NoReply)),
+            }
         };
         tokio::select! {
             gone = reader => gone,

@@ -10,11 +10,10 @@ use tokio::time::timeout;
 use tokio_openssl::SslStream;
 
 use super::exchange::{self, Tls};
-use super::{Outcome, RequestError, Shared, failure_text};
+use super::{Outcome, RequestError, Shared, failure_text, is_subscription};
 use crate::audit::{AuditCert, AuditEvent, AuditRecord};
 use crate::auth;
 use crate::chain::{self, VerifiedChain};
-use crate::codec::{Command, ConsoleCmd, StatsCmd};
 use crate::executor::api::{CHANNEL_DEPTH, ExecRequest};
 use crate::name::Name;
 use crate::tls::{self, HandshakeRefusal};
@@ -86,10 +85,7 @@ pub(super) async fn handle(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
     let mut audit_chain: Vec<AuditCert> = request
         .chain
         .iter()
-        .map(|link| AuditCert {
-            cn: link.common_name.clone(),
-            serial: link.id.serial.clone(),
-        })
+        .map(|link| AuditCert::new(&link.common_name, link.id.serial.clone()))
         .collect();
     // The anchor closes the chain; if the client sent it too, list it once.
     audit_chain.dedup();
@@ -132,22 +128,17 @@ pub(super) async fn handle(shared: &Shared, tcp: TcpStream, peer: SocketAddr) {
         outcome = %outcome,
         "request"
     );
-    let mut record = AuditRecord::now(AuditEvent::Request);
-    record.peer = peer;
-    record.name = Some(name.text());
-    record.command = Some(command);
-    record.chain = audit_chain;
-    record.outcome = outcome.to_string();
-    shared.audit.record(record);
-}
-
-/// Console and statistics subscriptions: streams the client ends by closing or by
-/// sending anything.
-fn is_subscription(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Console(ConsoleCmd::Subscribe(_)) | Command::Statistics(StatsCmd::Subscribe)
-    )
+    // Behind a handler that audits (the executor process), its record is the one that
+    // counts: this process may be the compromised one.
+    if !shared.handler.records_requests() {
+        let mut record = AuditRecord::now(AuditEvent::Request);
+        record.peer = peer;
+        record.name = Some(name.text());
+        record.command = Some(command);
+        record.chain = audit_chain;
+        record.outcome = outcome.to_string();
+        shared.audit.record(record);
+    }
 }
 
 /// A handshake that did not complete.

@@ -11,7 +11,7 @@ use tokio_openssl::SslStream;
 
 use super::{Outcome, RequestError, StreamError, failure_text};
 use crate::chain::InputKind;
-use crate::codec::{self, BlockData, Data, FrameLength, Header, Payload, Wire};
+use crate::codec::{self, FrameLength, Header, Payload, Wire};
 use crate::executor::api::{InputChunk, OutputReceiver};
 use crate::limits::{LINGER_TIMEOUT, Limits};
 use crate::metrics::ServerMetrics;
@@ -263,12 +263,10 @@ async fn forward_output<W: AsyncWrite + Unpin>(
         let Some(frame) = frame else {
             return WriterEnd::Finished(last);
         };
-        let kind = match &frame.payload {
-            Payload::Failure(text) => Last::Failure(text.clone()),
-            // The end of a block dump is its final reply (spec tls-endpoint §3 step 8).
-            Payload::Data(Data::Block(BlockData::NoData)) => Last::Success,
-            Payload::Data(_) => Last::Data,
-            Payload::Success(_) | Payload::Command(_) => Last::Success,
+        let kind = match super::reply_kind(&frame.payload) {
+            Some(Ok(())) => Last::Success,
+            Some(Err(text)) => Last::Failure(text),
+            None => Last::Data,
         };
         match write_frame(wr, &frame.name, frame.payload, idle).await {
             Ok(n) => metrics.add_bytes_out(n),

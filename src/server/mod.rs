@@ -63,6 +63,29 @@ pub use failure::{
 /// descriptors), so that the loop does not spin while connections close.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Console and statistics subscriptions: streams the client ends by closing or by
+/// sending anything.
+pub(crate) fn is_subscription(command: &crate::codec::Command) -> bool {
+    use crate::codec::{Command, ConsoleCmd, StatsCmd};
+    matches!(
+        command,
+        Command::Console(ConsoleCmd::Subscribe(_)) | Command::Statistics(StatsCmd::Subscribe)
+    )
+}
+
+/// What a frame of the handler's answer is: a final reply (success, or failure with its
+/// text) or a data frame that more frames follow. The end of a block dump, its `noData`
+/// frame, is its final reply (spec tls-endpoint §3 step 8).
+pub(crate) fn reply_kind(payload: &crate::codec::Payload) -> Option<Result<(), String>> {
+    use crate::codec::{BlockData, Data, Payload};
+    match payload {
+        Payload::Failure(text) => Some(Err(text.clone())),
+        Payload::Data(Data::Block(BlockData::NoData)) => Some(Ok(())),
+        Payload::Data(_) => None,
+        Payload::Success(_) | Payload::Command(_) => Some(Ok(())),
+    }
+}
+
 /// How a request ended, as logged and audited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

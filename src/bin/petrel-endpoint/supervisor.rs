@@ -3,10 +3,10 @@
 //! `--tls-worker` flag, started with its descriptors (`WorkerFds`), restarted with a
 //! back-off when it dies, and stopped (SIGTERM, then SIGKILL) when this process stops.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use petrel::audit::AuditLog;
+use petrel::privsep::audit_relay;
 use petrel::privsep::control::ControlChannel;
 use petrel::privsep::service::ExecutorService;
 use petrel::privsep::{
@@ -30,31 +32,19 @@ pub(crate) const WORKER_ROOT: &str = "tls-root";
 /// Mode of [`WORKER_ROOT`]: nobody may write into it.
 const WORKER_ROOT_MODE: u32 = 0o555;
 
-/// Mode of the audit log (as `AuditLog::open`).
-const AUDIT_MODE: u32 = 0o600;
+/// How long a stopped worker's last audit records may take to arrive.
+const AUDIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What every TLS worker is started with.
 pub(crate) struct Worker {
     /// The listening socket.
     pub(crate) listener: std::net::TcpListener,
-    /// The audit log, open for appending.
-    pub(crate) audit: File,
+    /// The audit log, which the worker's records are relayed into.
+    pub(crate) audit: AuditLog,
     /// CA, certificate and key.
     pub(crate) credentials: Credentials,
     /// The empty directory the worker changes root to.
     pub(crate) root: PathBuf,
-}
-
-/// Opens (creating if needed) the audit log for appending, mode 0600.
-pub(crate) fn open_audit(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(AUDIT_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(AUDIT_MODE))?;
-    Ok(file)
 }
 
 /// `<state>/tls-root`, created if needed: a directory owned by this process's user, mode
@@ -104,10 +94,11 @@ pub(crate) async fn run(
     loop {
         let started = Instant::now();
         match spawn(args, &worker) {
-            Ok((mut child, control)) => {
+            Ok((mut child, control, audit)) => {
                 let link = Arc::new(WorkerLink::new(Arc::clone(&control)));
                 current.set(Some(Arc::clone(&link)));
                 let served = tokio::spawn(Arc::clone(&service).serve_control(control, Some(link)));
+                let relayed = tokio::spawn(audit_relay::relay(audit, worker.audit.clone()));
                 tracing::info!(pid = child.id(), user = ?args.user, "TLS worker started");
                 let status = tokio::select! {
                     status = child.wait() => status,
@@ -115,11 +106,13 @@ pub(crate) async fn run(
                         stop_worker(&mut child).await;
                         current.set(None);
                         served.abort();
+                        drain(relayed).await;
                         return signal;
                     }
                 };
                 current.set(None);
                 served.abort();
+                drain(relayed).await;
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 let delay = backoff.after(started.elapsed());
                 tracing::warn!(
@@ -148,15 +141,35 @@ pub(crate) async fn run(
     }
 }
 
-/// Starts one worker: a fresh control channel, the descriptors moved to 3..=6, and
-/// `/proc/self/exe` with this process's arguments plus `--tls-worker ROOT`.
-fn spawn(args: &Args, worker: &Worker) -> Result<(tokio::process::Child, Arc<ControlChannel>)> {
+/// Waits for the audit relay of a worker that exited to write its last records: it ends
+/// by itself when the worker's end closes, which is at once unless a descendant holds it.
+async fn drain(relayed: tokio::task::JoinHandle<std::io::Result<()>>) {
+    let abort = relayed.abort_handle();
+    match tokio::time::timeout(AUDIT_DRAIN, relayed).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "audit relay from the TLS worker failed"),
+        Ok(Err(_)) => {}
+        Err(_) => {
+            abort.abort();
+            tracing::warn!("audit relay from the TLS worker still open; closed");
+        }
+    }
+}
+
+/// Starts one worker: a fresh control channel and audit relay, the descriptors moved to
+/// 3..=6, and `/proc/self/exe` with this process's arguments plus `--tls-worker ROOT`.
+/// Returns the child, the control channel and this process's end of the audit relay.
+fn spawn(
+    args: &Args,
+    worker: &Worker,
+) -> Result<(tokio::process::Child, Arc<ControlChannel>, OwnedFd)> {
     let (mine, theirs) = ControlChannel::pair().context("control channel")?;
     let control = Arc::new(ControlChannel::new(mine).context("control channel")?);
+    let (audit, audit_theirs) = audit_relay::pair().context("audit relay")?;
     let fds = WorkerFds {
         listener: OwnedFd::from(worker.listener.try_clone().context("listening socket")?),
         control: theirs,
-        audit: OwnedFd::from(worker.audit.try_clone().context("audit log")?),
+        audit: audit_theirs,
         credentials: worker.credentials.memfd()?,
     };
     let high = fds.high_duplicates().context("duplicating descriptors")?;
@@ -187,7 +200,7 @@ fn spawn(args: &Args, worker: &Worker) -> Result<(tokio::process::Child, Arc<Con
         .spawn()
         .context("starting /proc/self/exe")?;
     drop(high);
-    Ok((child, control))
+    Ok((child, control, audit))
 }
 
 /// SIGTERM, then SIGKILL if the worker has not exited within [`WORKER_STOP_TIMEOUT`].

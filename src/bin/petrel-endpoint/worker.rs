@@ -109,7 +109,10 @@ async fn serve(
     limits: Limits,
 ) -> Result<()> {
     let control = Arc::new(ControlChannel::new(control).context("control channel")?);
-    let audit = AuditLog::from_file(File::from(audit), limits::AUDIT_QUEUE).context("audit log")?;
+    // The audit relay: one record per packet, which the executor process checks and
+    // writes into the audit log; this process has no descriptor of the log itself.
+    let audit =
+        AuditLog::from_file(File::from(audit), limits::AUDIT_QUEUE).context("audit relay")?;
     let listener = std::net::TcpListener::from(listener);
     listener.set_nonblocking(true).context("listening socket")?;
     let listener = TcpListener::from_std(listener).context("listening socket")?;
