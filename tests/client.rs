@@ -25,6 +25,7 @@ use petrel::pki::{AltName, CommonName, KeyType, PrivateKey, Profile, Subject, Va
 use petrel::policy::Policy;
 use petrel::verify::TrustAnchors;
 
+use common::cli::{ok, petrel};
 use common::tls_server::{Identity, Observed, TestServer};
 
 /// The solo5 image vector with a network device `service` and a block device `storage`.
@@ -32,33 +33,6 @@ const IMAGE_VECTOR: &str = "tests/manifest/hvt-x86_64.net-service.block-storage.
 
 /// Text of a missing final reply (Note T1).
 const NO_FINAL_REPLY: &str = "petrel: the server closed the connection without a final reply\n";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `petrel ARGS` in `dir`.
-fn petrel(dir: &Path, args: &[&str]) -> Run {
-    let output = Process::new(env!("CARGO_BIN_EXE_petrel"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
-
-/// Runs `petrel ARGS` in `dir` and requires success.
-fn ok(dir: &Path, args: &[&str]) -> Run {
-    let run = petrel(dir, args);
-    assert_eq!(run.code, 0, "petrel {args:?}: {}{}", run.stdout, run.stderr);
-    run
-}
 
 fn certificates(path: &Path) -> Vec<Certificate> {
     Certificate::from_pem_chain(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -180,6 +180,22 @@ impl Site {
     }
 }
 
+/// The first record of the audit log at `path` whose line contains `needle`, once there.
+fn wait_for_audit_line(path: &Path, needle: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return serde_json::from_str(line).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no audit record with {needle}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_tls_worker_runs_unprivileged_and_requests_work() {
     if !is_root() {
@@ -306,18 +322,7 @@ fn the_tls_worker_runs_unprivileged_and_requests_work() {
     // The executor process writes the audit records of what it was passed, the refusal
     // among them, marked as its own.
     let path = site.state().join(petrel::audit::AUDIT_FILE);
-    let start = Instant::now();
-    let refusal = loop {
-        let text = std::fs::read_to_string(&path).unwrap();
-        if let Some(line) = text.lines().find(|l| l.contains("is revoked")) {
-            break serde_json::from_str::<serde_json::Value>(line).unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no audit record of the refusal"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let refusal = wait_for_audit_line(&path, "is revoked");
     assert_eq!(refusal["event"], "refused", "{refusal}");
     assert_eq!(refusal["source"], "executor", "{refusal}");
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
@@ -351,18 +356,7 @@ fn the_tls_worker_runs_unprivileged_and_requests_work() {
     )
     .and_then(|mut client| client.read_frame());
     assert!(refused.is_err(), "{refused:?}");
-    let start = Instant::now();
-    let handshake = loop {
-        let text = std::fs::read_to_string(&path).unwrap();
-        if let Some(line) = text.lines().find(|l| l.contains("\"event\":\"handshake\"")) {
-            break serde_json::from_str::<serde_json::Value>(line).unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no audit record of the handshake"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let handshake = wait_for_audit_line(&path, "\"event\":\"handshake\"");
     assert_eq!(handshake["source"], "tls-worker", "{handshake}");
     assert_eq!(handshake["chain"][0]["cn"], "x", "{handshake}");
 }

@@ -7,31 +7,14 @@ use std::process::Command as Process;
 
 use serde_json::{Value, json};
 
+use crate::common::cli::petrel;
+
 /// Extension value of the upstream test leaf (`spec/wire.md` §12 example 2): console
 /// subscribe, count 20.
 const CONSOLE_SUBSCRIBE_20: &str = "300C020105A007A205A103020114";
 
 /// Extension value of the upstream intermediate "arc" (example 3): a policy.
 const POLICY_ARC: &str = "3017020105A412A110300E30030201000201010202020030 00";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn petrel(dir: &Path, args: &[&str]) -> Run {
-    let output = Process::new(env!("CARGO_BIN_EXE_petrel"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
 
 /// `petrel inspect FILE` (JSON): the documents printed, one per line.
 fn inspect(dir: &Path, file: &str) -> Vec<Value> {
