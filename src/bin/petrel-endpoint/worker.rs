@@ -1,6 +1,7 @@
 //! The TLS worker of `--user`: started by the supervisor with its descriptors, it builds
 //! the TLS acceptor, drops every privilege for good, installs its system call filter,
-//! checks `/proc/self/status`, and only then serves; requests go to the executor process over the control channel.
+//! checks `/proc/self/status`, and only then serves; requests go to the executor process
+//! over the control channel.
 
 use std::fs::File;
 use std::io::{Read, Seek};
